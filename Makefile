@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make demo` (main job) and `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup reproduce benchmark hmt lint clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) experiments/mnist1d.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+reproduce: $(STAMP)
+	$(PY) experiments/reproduce_study.py
+
+benchmark: $(STAMP)
+	$(PY) experiments/benchmark.py
+
+hmt: $(STAMP)
+	$(PY) experiments/hmt.py
+
+clean:
+	rm -rf results checkpoints

@@ -1,0 +1,159 @@
+"""MNIST-1D (Greydanus 2020), generated offline, with ground-truth digit supports.
+
+The signals come from the `mnist1d` package's own generator (`make_dataset`) with its
+default arguments (seed 42: 4,000 train / 1,000 test signals of 40 samples). Nothing is
+downloaded.
+
+Ground truth. The generator pads a 12-sample template with p zeros, stretches it to 72
+samples, scales it, rolls it by k, fills everything that is exactly zero (the padding)
+with correlated noise, adds iid noise and a linear shear, and resamples to 40 samples.
+Alongside it we replay the same steps with the same random draws (same seed, same order
+of `np.random` calls) on an indicator of the generator's own "digit" region
+(`new_x != 0` after the roll, which is what the generator uses to decide where noise
+goes), resample that indicator to 40 samples and threshold it at 0.5. The replay is
+checked against the package's signals sample by sample, so the draws cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "data"
+
+
+@dataclass(frozen=True)
+class MNIST1D:
+    """x_*: (N, 40, 1) float32; y_*: (N,) int32; support_*: (N, 40) bool (digit support)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    support_train: np.ndarray
+    support_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return 10
+
+
+def _args(seed: int, num_samples: int, train_split: float):
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args()
+    args.seed = int(seed)
+    args.num_samples = int(num_samples)
+    args.train_split = float(train_split)
+    return args
+
+
+def _replay_supports(args) -> tuple[np.ndarray, np.ndarray]:
+    """Replays mnist1d.make_dataset's random draws; returns (signals, supports) pre-normalisation."""
+    from mnist1d.data import get_templates
+    from mnist1d.transform import corr_noise_like, iid_noise_like, interpolate, shear
+    from mnist1d.utils import set_seed
+
+    templates = get_templates()
+    set_seed(args.seed)
+    xs, masks = [], []
+    per_class = args.num_samples // len(templates["y"])
+    long_len = args.template_len + args.padding[-1]
+    for label in range(len(templates["y"])):
+        for _ in range(per_class):
+            x = templates["x"][label] + 1e-8  # the generator's eps
+            low, high = args.padding
+            p = low + int(np.random.rand() * (high - low + 1))
+            x = np.concatenate([x, np.zeros(p)])
+            x = interpolate(x, long_len)
+            x = x * (1 + args.scale_coeff * (np.random.rand() - 0.5))
+            k = np.random.choice(args.max_translation)
+            x = np.concatenate([x[-k:], x[:-k]])
+            region = x != 0
+            x = region * x + (1 - region) * corr_noise_like(x, args.corr_noise_scale)
+            x = x + iid_noise_like(x, args.iid_noise_scale)
+            x = shear(x, args.shear_scale)
+            xs.append(interpolate(x, args.final_seq_length))
+            masks.append(interpolate(region.astype(np.float64), args.final_seq_length) > 0.5)
+    perm = np.random.permutation(len(xs))
+    return np.stack(xs)[perm], np.stack(masks)[perm]
+
+
+def _generate(seed: int, num_samples: int, train_split: float) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+
+    args = _args(seed, num_samples, train_split)
+    data = make_dataset(args)
+    raw, support = _replay_supports(args)
+    raw = (raw - raw.mean()) / raw.std()
+    x_all = np.concatenate([data["x"], data["x_test"]])
+    if not np.allclose(raw, x_all, atol=1e-6):
+        raise RuntimeError(
+            "the ground-truth replay drifted from mnist1d.make_dataset; the installed mnist1d "
+            "version differs from the pinned one (requirements.txt)"
+        )
+    split = len(data["y"])
+    return {
+        "x_train": data["x"][..., None].astype(np.float32),
+        "y_train": data["y"].astype(np.int32),
+        "x_test": data["x_test"][..., None].astype(np.float32),
+        "y_test": data["y_test"].astype(np.int32),
+        "support_train": support[:split],
+        "support_test": support[split:],
+    }
+
+
+def _prepare_cache_dir(cache_dir: str | os.PathLike) -> Path:
+    path = Path(cache_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cache_dir {str(path)!r} cannot be created: {e}") from e
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"cache_dir {str(path)!r} is not writable")
+    return path
+
+
+def load_mnist1d(
+    seed: int = 42,
+    num_samples: int = 5000,
+    train_split: float = 0.8,
+    cache_dir: str | os.PathLike | None = DEFAULT_CACHE,
+    regenerate: bool = False,
+) -> MNIST1D:
+    """Loads (generating and caching on first use) MNIST-1D.
+
+    seed / num_samples / train_split: the generator's arguments (defaults: the package's,
+    i.e. the study's data set). cache_dir=None disables the cache. Same seed, same data.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not isinstance(num_samples, (int, np.integer)) or num_samples < 10:
+        raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
+    if not 0.0 < train_split < 1.0:
+        raise ValueError(f"train_split must lie in (0, 1), got {train_split!r}")
+    if cache_dir is None:
+        return MNIST1D(**_generate(seed, num_samples, train_split))
+    path = _prepare_cache_dir(cache_dir)
+    file = path / f"mnist1d_seed{seed}_n{num_samples}_split{train_split:g}.npz"
+    if file.exists() and not regenerate:
+        try:
+            with np.load(file) as z:
+                return MNIST1D(**{k: z[k] for k in MNIST1D.__dataclass_fields__})
+        except Exception as e:  # corrupt cache: say so, then rebuild it
+            print(f"[mnist1d] cache file {file} unreadable ({e}); regenerating")
+    arrays = _generate(seed, num_samples, train_split)
+    # Write atomically so that an interrupted run never leaves half a cache file.
+    fd, tmp = tempfile.mkstemp(dir=path, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return MNIST1D(**arrays)
