@@ -220,6 +220,7 @@ def fit(
     stop_after: int | None = None,
     progress: bool = True,
     mesh=None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[TrainState, dict]:
     """Trains `model` on (x_train, y_train); returns (state, history).
 
@@ -227,9 +228,15 @@ def fit(
     continue from the latest checkpoint found there. stop_after: stop once the step count
     reaches it (simulates an interruption; the schedule still targets cfg.steps).
     mesh: a jax.sharding.Mesh with a "data" axis to shard the batch across its devices.
+    input_shape: one unbatched input's shape (checked); default: x_train's, which must then
+    have a channel axis, (N, length, C) or (N, H, W, C).
     history: {"step", "loss", "accuracy"} per chunk and "train_seconds".
     """
-    input_shape = tuple(np.shape(x_train)[1:])
+    if input_shape is None:
+        if np.ndim(x_train) < 3:
+            raise ValueError(f"x_train must have shape (N, length, channels) or (N, H, W, channels), "
+                             f"got {tuple(np.shape(x_train))}")
+        input_shape = tuple(np.shape(x_train)[1:])
     x_train = check_inputs(x_train, input_shape, "x_train")
     y_train = np.asarray(y_train)
     if y_train.shape != (x_train.shape[0],) or not np.issubdtype(y_train.dtype, np.integer):

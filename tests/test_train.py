@@ -1,0 +1,93 @@
+import jax
+import numpy as np
+import pytest
+
+from xai_jax.data.augment import histology_augment, random_circular_shift
+from xai_jax.models import mnist1d_cnn
+from xai_jax.train import TrainConfig, create_state, evaluate, fit, restore_checkpoint, save_checkpoint
+
+CFG = TrainConfig(steps=300, batch_size=64, learning_rate=1e-2, warmup_steps=20, chunk=50)
+
+
+def test_short_training_beats_chance_by_far(mnist1d):
+    model = mnist1d_cnn("study")
+    state, hist = fit(model, mnist1d.x_train, mnist1d.y_train, CFG, num_classes=10,
+                      augment=random_circular_shift, progress=False)
+    acc = evaluate(model, state.params, mnist1d.x_test, mnist1d.y_test, (40, 1))["accuracy"]
+    assert acc > 0.5, acc  # chance is 0.1
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_same_seed_same_params_and_resume_equals_uninterrupted(mnist1d, tmp_path):
+    model = mnist1d_cnn("study")
+    cfg = TrainConfig(steps=60, batch_size=64, warmup_steps=5, chunk=20)
+    x, y = mnist1d.x_train[:1000], mnist1d.y_train[:1000]
+    full, _ = fit(model, x, y, cfg, num_classes=10, augment=random_circular_shift, progress=False)
+    again, _ = fit(model, x, y, cfg, num_classes=10, augment=random_circular_shift, progress=False)
+    part, _ = fit(model, x, y, cfg, num_classes=10, augment=random_circular_shift,
+                  ckpt_dir=tmp_path, ckpt_every=20, stop_after=40, progress=False)
+    assert int(part.step) == 40
+    resumed, _ = fit(model, x, y, cfg, num_classes=10, augment=random_circular_shift,
+                     ckpt_dir=tmp_path, ckpt_every=20, progress=False)
+    assert int(resumed.step) == 60
+    for a, b, c in zip(jax.tree.leaves(full.params), jax.tree.leaves(again.params),
+                       jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-6)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = mnist1d_cnn("study")
+    state = create_state(model, (40, 1), TrainConfig(seed=1))
+    save_checkpoint(tmp_path, state)
+    template = create_state(model, (40, 1), TrainConfig(seed=2))
+    restored = restore_checkpoint(tmp_path, template)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    model = mnist1d_cnn("study")
+    state = create_state(model, (40, 1), TrainConfig())
+    with pytest.raises(FileNotFoundError, match="ckpt_dir"):
+        restore_checkpoint(tmp_path / "none", state)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        restore_checkpoint(tmp_path / "empty", state)
+    save_checkpoint(tmp_path / "c", state)
+    wide = create_state(mnist1d_cnn("wide"), (40, 1), TrainConfig())
+    with pytest.raises(ValueError, match="corrupt or does not match"):
+        restore_checkpoint(tmp_path / "c", wide)
+    for f in (tmp_path / "c").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        restore_checkpoint(tmp_path / "c", state)
+
+
+def test_model_helpers_reject_bad_inputs(mnist1d):
+    model = mnist1d_cnn("study")
+    state = create_state(model, (40, 1), TrainConfig())
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 40, 1\), got \(10, 40\)"):
+        evaluate(model, state.params, mnist1d.x_test[:10, :, 0], mnist1d.y_test[:10], (40, 1))
+    with pytest.raises(TypeError, match="float dtype"):
+        evaluate(model, state.params, mnist1d.x_test[:10].astype(str), mnist1d.y_test[:10], (40, 1))
+    with pytest.raises(ValueError, match="y must be integer"):
+        evaluate(model, state.params, mnist1d.x_test[:10], mnist1d.y_test[:9], (40, 1))
+    with pytest.raises(ValueError, match="x_train must have shape"):
+        fit(model, mnist1d.x_train[:, :, 0], mnist1d.y_train, CFG, num_classes=10)
+    with pytest.raises(ValueError, match=r"x_train must have shape \(N, 40, 1\), got \(4000, 40, 2\)"):
+        fit(model, np.repeat(mnist1d.x_train, 2, -1), mnist1d.y_train, CFG, num_classes=10, input_shape=(40, 1))
+    with pytest.raises(ValueError, match="labels must lie"):
+        fit(model, mnist1d.x_train, mnist1d.y_train + 5, CFG, num_classes=10)
+
+
+def test_augmentations_preserve_content():
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (8, 40, 1))
+    shifted = random_circular_shift(key, x)
+    np.testing.assert_allclose(np.sort(np.asarray(shifted), 1), np.sort(np.asarray(x), 1))
+    tiles = jax.random.uniform(key, (4, 16, 16, 3))
+    out = histology_augment(key, tiles, jitter=0.0)
+    np.testing.assert_allclose(np.sort(np.asarray(out).ravel()), np.sort(np.asarray(tiles).ravel()), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(histology_augment(key, tiles)), np.asarray(histology_augment(key, tiles)))

@@ -1,0 +1,199 @@
+"""HMT: Kather et al. 2016 colorectal histology tiles (tfds name `colorectal_histology`).
+
+Cite: Kather JN et al., "Multi-class texture analysis in colorectal cancer histology",
+Scientific Reports 6, 27988 (2016); data: Zenodo record 53169 (CC BY 4.0).
+
+Readers (none downloads anything):
+- `load_zip(path)`: the original `Kather_texture_2016_image_tiles_5000.zip` (class folders
+  01_TUMOR ... 08_EMPTY of 150x150 .tif), read with PIL; no TensorFlow needed.
+- `load_folder(path)`: the same class folders unpacked, or flat files whose names hold the
+  label (`..._label_<c>.png`), PNG or TIFF, RGB or RGBA, any size.
+- `load_tfds(data_dir)`: an already-prepared tensorflow-datasets data dir (optional extra).
+Every reader resizes to `size` x `size` (bilinear), scales to [0, 1] float32 and returns
+labels in the tfds order below. `stratified_split` makes a deterministic split by seed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("tumor", "stroma", "complex", "lympho", "debris", "mucosa", "adipose", "empty")
+FOLDERS = tuple(f"{i + 1:02d}_{c.upper()}" for i, c in enumerate(CLASSES))
+ZIP_NAME = "Kather_texture_2016_image_tiles_5000.zip"
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+HOW_TO_GET = (
+    f"Download {ZIP_NAME} from Zenodo record 53169 (https://zenodo.org/record/53169) on a "
+    f"machine with internet access and pass its path (or put it in data/hmt/{ZIP_NAME})."
+)
+_LABEL_IN_NAME = re.compile(r"label_(\d+)")
+
+
+@dataclass(frozen=True)
+class HMTData:
+    """x: (N, size, size, 3) float32 in [0, 1]; y: (N,) int32; files: source of each tile."""
+
+    x: np.ndarray
+    y: np.ndarray
+    files: tuple[str, ...]
+
+
+def _decode(data: bytes | Path, name: str, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            im.load()
+            rgb = im.convert("RGB")
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.BILINEAR)
+            return np.asarray(rgb, np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"image {name!r} is corrupt or not an image: {e}") from e
+
+
+def _label_from_path(rel: str) -> int | None:
+    """Label from a class folder (01_TUMOR ...) or a `label_<c>` file name; None if neither."""
+    parts = Path(rel).parts
+    for part in parts[:-1]:
+        if part.upper() in FOLDERS:
+            return FOLDERS.index(part.upper())
+    m = _LABEL_IN_NAME.search(parts[-1])
+    return int(m.group(1)) if m else None
+
+
+def _check_label(label: int | None, name: str) -> int:
+    if label is None:
+        raise ValueError(
+            f"file {name!r} has no label: put it in a class folder {FOLDERS[0]} ... {FOLDERS[-1]} "
+            f"or name it '..._label_<c>.png' with c in 0..{len(CLASSES) - 1}"
+        )
+    if not 0 <= label < len(CLASSES):
+        raise ValueError(f"file {name!r} is mislabelled: label {label} not in 0..{len(CLASSES) - 1}")
+    return label
+
+
+def _validate_size(size: int) -> int:
+    if not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    return int(size)
+
+
+def load_folder(path: str | os.PathLike, size: int = 224) -> HMTData:
+    """Reads every image under `path` (class folders or `label_<c>` names), sorted by path."""
+    size = _validate_size(size)
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"path {str(root)!r} is not a folder. {HOW_TO_GET}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"path {str(root)!r} holds no PNG/TIFF/JPEG images. {HOW_TO_GET}")
+    labels = [_check_label(_label_from_path(str(p.relative_to(root))), str(p)) for p in files]
+    x = np.stack([_decode(p, str(p), size) for p in files])
+    return HMTData(x, np.asarray(labels, np.int32), tuple(map(str, files)))
+
+
+def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
+    """Reads the Kather 2016 zip (class folders of .tif inside) without unpacking it."""
+    size = _validate_size(size)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {str(path)!r} does not exist. {HOW_TO_GET}")
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"zip {str(path)!r} is not a readable zip archive: {e}") from e
+    with zf:
+        names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+        labelled = [(n, _label_from_path(n)) for n in names]
+        labelled = [(n, c) for n, c in labelled if c is not None]
+        if not labelled:
+            raise ValueError(
+                f"zip {str(path)!r} is in the wrong layout: expected class folders "
+                f"{', '.join(FOLDERS)} holding .tif tiles, found {len(names)} images in none of them"
+            )
+        for n, c in labelled:
+            _check_label(c, f"{path}:{n}")
+        x = np.stack([_decode(zf.read(n), f"{path}:{n}", size) for n, _ in labelled])
+    return HMTData(x, np.asarray([c for _, c in labelled], np.int32), tuple(n for n, _ in labelled))
+
+
+def load_tfds(data_dir: str | os.PathLike, size: int = 224, split: str = "train") -> HMTData:
+    """Reads an already-prepared tfds `colorectal_histology` (needs the `tfds` extra).
+
+    Never downloads: if the data dir holds no prepared data set, this says what to do
+    instead of letting tfds reach its download path (which retries for minutes offline).
+    """
+    size = _validate_size(size)
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError("load_tfds needs the optional extra: pip install -e .[tfds]") from e
+    builder = tfds.builder("colorectal_histology", data_dir=str(data_dir))
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"data_dir {str(data_dir)!r} holds no prepared colorectal_histology; prepare it with "
+            f"tfds on a machine with internet access, or use load_zip. {HOW_TO_GET}"
+        )
+    ds = tfds.as_numpy(builder.as_dataset(split=split))
+    xs, ys = [], []
+    for i, ex in enumerate(ds):
+        xs.append(_decode(_png_bytes(ex["image"]), f"{data_dir}:{split}[{i}]", size))
+        ys.append(int(ex["label"]))
+    return HMTData(np.stack(xs), np.asarray(ys, np.int32), tuple(f"{split}[{i}]" for i in range(len(ys))))
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def load_cached(source: str | os.PathLike, size: int = 224, cache_dir: str | os.PathLike | None = None) -> HMTData:
+    """load_zip / load_folder by the kind of `source`, cached as .npz under cache_dir (atomic)."""
+    source = Path(source)
+    reader = load_zip if source.suffix.lower() == ".zip" else load_folder
+    if cache_dir is None:
+        return reader(source, size)
+    cache = Path(cache_dir)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cache_dir {str(cache)!r} cannot be created: {e}") from e
+    file = cache / f"hmt_{source.stem}_{size}.npz"
+    if file.exists():
+        with np.load(file) as z:
+            return HMTData(z["x"], z["y"], tuple(z["files"]))
+    data = reader(source, size)  # any error is raised before anything is written
+    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, x=data.x, y=data.y, files=np.asarray(data.files))
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return data
+
+
+def stratified_split(y: np.ndarray, test_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) with each class split in the same proportion; same seed, same split."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = max(1, int(round(len(idx) * test_fraction)))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
