@@ -1,0 +1,16 @@
+from xai_jax.attribution.batching import attribute
+from xai_jax.attribution.common import list_layers, model_fn, spatial_map
+from xai_jax.attribution.grad_cam import grad_cam, grad_cam_plus_plus
+from xai_jax.attribution.gradients import gradient_x_input, saliency, smoothgrad
+from xai_jax.attribution.integrated_gradients import (
+    RULES,
+    completeness_delta,
+    integrated_gradients,
+    quadrature,
+)
+
+__all__ = [
+    "RULES", "attribute", "completeness_delta", "grad_cam", "grad_cam_plus_plus",
+    "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
+    "saliency", "smoothgrad", "spatial_map",
+]

@@ -1,0 +1,146 @@
+"""Integrated Gradients (Sundararajan, Taly & Yan, ICML 2017, "Axiomatic Attribution for
+Deep Networks").
+
+    IG_i(x) = (x_i - b_i) * integral_0^1  dF(b + a (x - b)) / dx_i  da
+
+with F the score of the target class and b the baseline. The integral is a quadrature
+sum_k w_k g(a_k) over `steps` gradient evaluations; the rules on [0, 1] (n = steps):
+
+    riemann_left    a_k = k/n,          k = 0..n-1,  w_k = 1/n
+    riemann_right   a_k = k/n,          k = 1..n,    w_k = 1/n
+    riemann_middle  a_k = (k + 1/2)/n,  k = 0..n-1,  w_k = 1/n
+    trapezoid       a_k = k/(n-1),      k = 0..n-1,  w_k = 1/(n-1), halved at both ends (n >= 2)
+    gauss_legendre  a_k = (t_k + 1)/2,  w_k = v_k/2, (t_k, v_k) the n-point Gauss-Legendre
+                    nodes and weights on [-1, 1]; exact for polynomials of degree 2n - 1.
+
+(Averaging a linspace that includes both ends with equal weights 1/n, as some libraries do,
+over-weights the end points: it is neither the trapezoid rule nor unbiased.)
+
+Completeness: sum_i IG_i(x) = F(x) - F(b) up to the quadrature error; `return_delta=True`
+returns that error per input (see `completeness_delta`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xai_jax.attribution.common import (
+    check_positive_int,
+    check_target,
+    check_x,
+    output_size,
+    score_transform,
+)
+
+RULES = ("riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre")
+Baseline = float | jax.Array | np.ndarray | Callable[[jax.Array], jax.Array]
+
+
+@lru_cache(maxsize=64)
+def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, weights) of a rule with `steps` nodes on [0, 1]; the weights sum to 1."""
+    n = steps
+    if rule == "riemann_left":
+        a, w = np.arange(n) / n, np.full(n, 1.0 / n)
+    elif rule == "riemann_right":
+        a, w = np.arange(1, n + 1) / n, np.full(n, 1.0 / n)
+    elif rule == "riemann_middle":
+        a, w = (np.arange(n) + 0.5) / n, np.full(n, 1.0 / n)
+    elif rule == "trapezoid":
+        if n < 2:
+            raise ValueError(f"rule 'trapezoid' needs steps >= 2, got {n}")
+        a = np.linspace(0.0, 1.0, n)
+        w = np.full(n, 1.0 / (n - 1))
+        w[[0, -1]] *= 0.5
+    elif rule == "gauss_legendre":
+        t, v = np.polynomial.legendre.leggauss(n)
+        a, w = (t + 1.0) / 2.0, v / 2.0
+    else:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    return a.astype(np.float32), w.astype(np.float32)
+
+
+def resolve_baseline(baseline: Baseline, x: jax.Array) -> jax.Array:
+    """The baseline for x: a scalar, an array shaped like x, or a callable x -> baseline."""
+    b = baseline(x) if callable(baseline) else baseline
+    b = jnp.asarray(b, x.dtype)
+    if b.ndim == 0:
+        return jnp.full_like(x, b)
+    if b.shape != x.shape:
+        raise ValueError(f"baseline has shape {tuple(b.shape)}, expected a scalar or x's shape {tuple(x.shape)}")
+    return b
+
+
+def completeness_delta(f: Callable, attributions: jax.Array, x: jax.Array, target, baseline: Baseline = 0.0,
+                       score: str = "logit") -> jax.Array:
+    """sum(attributions) - (F(x) - F(baseline)) for one input; F the target's score."""
+    s = score_transform(score)
+    b = resolve_baseline(baseline, x)
+    return attributions.sum() - (s(f(x))[target] - s(f(b))[target])
+
+
+def integrated_gradients(
+    f: Callable[[jax.Array], jax.Array],
+    *,
+    steps: int = 64,
+    rule: str = "trapezoid",
+    baseline: Baseline = 0.0,
+    chunk_size: int | None = None,
+    score: str = "logit",
+    return_delta: bool = False,
+    multiply_by_inputs: bool = True,
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """Returns ig(x, target) -> attributions shaped like x.
+
+    f: one unbatched x -> class scores (logits). Batch with jax.vmap(ig) or xai_jax.attribute.
+    steps: gradient evaluations; rule: one of RULES (see the module docstring).
+    baseline: scalar, array shaped like x, or callable x -> baseline.
+    chunk_size: evaluate the alphas chunk_size at a time (lax.scan), so peak memory does not
+      grow with steps; None evaluates all alphas in one vmap.
+    score: "logit" (default), "softmax" or "log_softmax" of f's output is differentiated.
+    return_delta: return (attributions, completeness delta) instead.
+    multiply_by_inputs: False returns the averaged path gradient without the (x - b) factor
+      (the study's faulty variant; not an attribution that satisfies completeness).
+    """
+    steps = check_positive_int(steps, "steps")
+    alphas, weights = quadrature(rule, steps)
+    if chunk_size is not None:
+        chunk_size = min(check_positive_int(chunk_size, "chunk_size"), steps)
+    s = score_transform(score)
+
+    def path_gradient_sum(x, b, target):
+        def grad_at(alpha):
+            return jax.grad(lambda z: s(f(z))[target])(b + alpha * (x - b))
+
+        if chunk_size is None or chunk_size >= steps:
+            grads = jax.vmap(grad_at)(jnp.asarray(alphas))
+            return jnp.tensordot(jnp.asarray(weights), grads, axes=1)
+        n_chunks = -(-steps // chunk_size)
+        pad = n_chunks * chunk_size - steps  # padded nodes get weight 0
+        a = jnp.pad(jnp.asarray(alphas), (0, pad)).reshape(n_chunks, chunk_size)
+        w = jnp.pad(jnp.asarray(weights), (0, pad)).reshape(n_chunks, chunk_size)
+
+        def body(total, aw):
+            ac, wc = aw
+            return total + jnp.tensordot(wc, jax.vmap(grad_at)(ac), axes=1), None
+
+        total, _ = jax.lax.scan(body, jnp.zeros_like(x), (a, w))
+        return total
+
+    def ig(x, target):
+        x = check_x(x)
+        target = check_target(target, output_size(f, x))
+        b = resolve_baseline(baseline, x)
+        avg = path_gradient_sum(x, b, target)
+        attributions = (x - b) * avg if multiply_by_inputs else avg
+        if return_delta:
+            delta = attributions.sum() - (s(f(x))[target] - s(f(b))[target])
+            return attributions, delta
+        return attributions
+
+    return ig
