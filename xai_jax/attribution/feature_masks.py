@@ -1,0 +1,141 @@
+"""Methods that use a CNN's own feature maps as input masks: Score-CAM and SISE.
+
+- Score-CAM (Wang et al., CVPRW 2020): each channel A^k of a layer, upsampled to the input
+  and min-max normalised, masks the input; its weight is the increase of confidence
+  alpha_k = P_t(x * M_k) - P_t(baseline input); map = ReLU(sum_k alpha_k A^k), upsampled.
+- SISE (Sattarzadeh et al., AAAI 2021, "Explaining CNNs through Attribution-Based Input
+  Sampling and Block-Wise Feature Aggregation"), four phases:
+    1. feature maps of several layers (default: the last convolution at each spatial
+       resolution, i.e. every block end, for any CNN);
+    2. selection: keep a map when the mean gradient of the target score over it exceeds
+       `threshold` (0: positive gradients only);
+    3. attribution-based input sampling: each kept map, upsampled and min-max normalised,
+       masks the input; layer map V_l = sum_k P_t(x * M_k) M_k over kept maps;
+    4. block-wise fusion, low to high: F <- (norm(F) + norm(V_l)) * [V_l > otsu(V_l)],
+       i.e. the sum is gated by the higher layer's map binarised at its Otsu threshold.
+  Maps that are not kept are still evaluated with weight 0, so shapes stay static under jit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xai_jax.attribution.common import (
+    apply_with_layers,
+    check_positive_int,
+    check_target,
+    check_x,
+    minmax,
+    model_fn,
+    output_size,
+    resolve_layer,
+    resolve_layers,
+    score_transform,
+    upsample,
+)
+
+
+def masked_scores(f, x: jax.Array, masks: jax.Array, target, score_fn, chunk_size: int | None) -> jax.Array:
+    """score_fn(f(x * m))[target] for each mask m (n, *spatial), vmapped in chunks."""
+    one = lambda m: score_fn(f(x * m[..., None]))[target]  # noqa: E731
+    if chunk_size is None or chunk_size >= masks.shape[0]:
+        return jax.vmap(one)(masks)
+    return jax.lax.map(one, masks, batch_size=chunk_size)
+
+
+def _channel_masks(a: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
+    """(layer spatial..., K) -> (K, *spatial) masks in [0, 1]."""
+    maps = jnp.moveaxis(a, -1, 0)
+    up = upsample(maps, spatial)
+    return minmax(up, axes=tuple(range(1, up.ndim)))
+
+
+def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score: str = "softmax",
+              baseline: float = 0.0, relu: bool = True, chunk_size: int | None = None):
+    """Returns cam(x, target) -> map with x's spatial shape (grad_cam's call shape)."""
+    s = score_transform(score)
+    f = model_fn(model, params)
+    resolved: dict = {}
+
+    def cam(x, target):
+        x = check_x(x)
+        target = check_target(target, output_size(f, x))
+        key = (x.shape, str(x.dtype))
+        if key not in resolved:
+            resolved[key] = resolve_layer(model, params, x, layer)
+        name, _ = resolved[key]
+        _, (a,) = apply_with_layers(model, params, x, [name])
+        a = a[0]
+        masks = _channel_masks(a, x.shape[:-1])
+        alpha = masked_scores(f, x, masks, target, s, chunk_size) - s(f(jnp.full_like(x, baseline)))[target]
+        m = (a * alpha).sum(-1)
+        if relu:
+            m = jax.nn.relu(m)
+        return upsample(m, x.shape[:-1])
+
+    return cam
+
+
+def otsu_threshold(v: jax.Array, bins: int = 256) -> jax.Array:
+    """Otsu's threshold (Otsu 1979) of the values of v in [0, 1]: maximises the between-class
+    variance w0 w1 (mu0 - mu1)^2 of a `bins`-bin histogram."""
+    hist = jnp.histogram(v.ravel(), bins=bins, range=(0.0, 1.0))[0].astype(jnp.float32)
+    p = hist / jnp.maximum(hist.sum(), 1.0)
+    centers = (jnp.arange(bins) + 0.5) / bins
+    w0 = jnp.cumsum(p)
+    m0 = jnp.cumsum(p * centers)
+    total = m0[-1]
+    w1 = 1.0 - w0
+    between = jnp.where((w0 > 0) & (w1 > 0),
+                        (total * w0 - m0) ** 2 / jnp.maximum(w0 * w1, 1e-12), 0.0)
+    return (jnp.argmax(between) + 1.0) / bins
+
+
+def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, threshold: float = 0.0,
+         score: str = "softmax", chunk_size: int | None = None):
+    """Returns sise_fn(x, target) -> map in [0, 1] with x's spatial shape.
+
+    layers: layer paths, low to high; None: the last convolution at each resolution.
+    threshold: keep feature maps whose mean gradient exceeds it.
+    """
+    s = score_transform(score)
+    f = model_fn(model, params)
+    resolved: dict = {}
+
+    def sise_fn(x, target):
+        x = check_x(x)
+        target = check_target(target, output_size(f, x))
+        key = (x.shape, str(x.dtype))
+        if key not in resolved:
+            resolved[key] = resolve_layers(model, params, x, layers)
+        names = [n for n, _ in resolved[key]]
+        shapes = [sh for _, sh in resolved[key]]
+        spatial = x.shape[:-1]
+
+        def score_of(deltas):
+            logits, acts = apply_with_layers(model, params, x, names, deltas)
+            return s(logits)[target], acts
+
+        grads, acts = jax.grad(score_of, has_aux=True)([jnp.zeros(sh, x.dtype) for sh in shapes])
+        fused = None
+        for a, g in zip(acts, grads):
+            a, g = a[0], g[0]
+            keep = g.mean(tuple(range(g.ndim - 1))) > threshold  # (K,)
+            masks = _channel_masks(a, spatial)
+            scores = masked_scores(f, x, masks, target, s, chunk_size)
+            v = minmax(jnp.tensordot(jnp.where(keep, scores, 0.0), masks, axes=1))
+            if fused is None:
+                fused = v
+            else:
+                gate = (v > otsu_threshold(v)).astype(v.dtype)
+                fused = minmax((minmax(fused) + v) * gate)
+        return fused
+
+    return sise_fn
+
+
