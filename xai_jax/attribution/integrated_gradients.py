@@ -13,8 +13,12 @@ sum_k w_k g(a_k) over `steps` gradient evaluations; the rules on [0, 1] (n = ste
     gauss_legendre  a_k = (t_k + 1)/2,  w_k = v_k/2, (t_k, v_k) the n-point Gauss-Legendre
                     nodes and weights on [-1, 1]; exact for polynomials of degree 2n - 1.
 
-(Averaging a linspace that includes both ends with equal weights 1/n, as some libraries do,
-over-weights the end points: it is neither the trapezoid rule nor unbiased.)
+    linspace_mean   a_k = k/(n-1),      k = 0..n-1,  w_k = 1/n  (NOT in RULES: biased)
+
+The last averages a linspace that includes both ends with equal weights, as tf-explain
+and PAIR saliency do: it over-weights the two end points by (n-1)/(2n) each relative to
+the trapezoid rule, so it is exact only for constant gradients. It exists to reproduce
+the study's IG (tf-explain, n_steps=10 -> 11 nodes); do not use it otherwise.
 
 Completeness: sum_i IG_i(x) = F(x) - F(b) up to the quadrature error; `return_delta=True`
 returns that error per input (see `completeness_delta`).
@@ -57,6 +61,10 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         a = np.linspace(0.0, 1.0, n)
         w = np.full(n, 1.0 / (n - 1))
         w[[0, -1]] *= 0.5
+    elif rule == "linspace_mean":
+        if n < 2:
+            raise ValueError(f"rule 'linspace_mean' needs steps >= 2, got {n}")
+        a, w = np.linspace(0.0, 1.0, n), np.full(n, 1.0 / n)
     elif rule == "gauss_legendre":
         t, v = np.polynomial.legendre.leggauss(n)
         a, w = (t + 1.0) / 2.0, v / 2.0

@@ -1,0 +1,169 @@
+"""Run a suite of methods over a data set and measure each with every metric.
+
+This is the library side of the experiments: `method_suite` names the methods with their
+settings for a model, `explain_all` computes and times their maps, `measure_all` applies
+every metric, with bootstrap confidence intervals and a per-class breakdown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xai_jax.attribution import (
+    attribute,
+    grad_cam,
+    grad_cam_plus_plus,
+    gradient_x_input,
+    integrated_gradients,
+    model_fn,
+    saliency,
+    smoothgrad,
+)
+from xai_jax.attribution.feature_masks import score_cam, sise
+from xai_jax.attribution.perturbation import occlusion, rise
+from xai_jax.metrics import (
+    bootstrap_ci,
+    cascading_randomisation,
+    deletion_insertion,
+    drop_increase,
+    localisation_auroc,
+    pointing_game,
+    relevance_mass,
+)
+
+
+@dataclass
+class Method:
+    """A named attribution method: build(params) -> fn(x, t[, key]); reduce(maps) -> spatial maps."""
+
+    name: str
+    build: Callable[[Any], Callable]
+    keyed: bool = False
+    reduce: Callable[[np.ndarray], np.ndarray] = field(default=lambda a: a)
+    batch_size: int = 100
+
+
+def _channel_sum(a):
+    return a.sum(-1)
+
+
+def _channel_abs_sum(a):
+    return np.abs(a).sum(-1)
+
+
+def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = False,
+                 rise_masks: int | None = None) -> dict[str, Method]:
+    """The methods compared, with settings suited to 1-D signals (ndim=1) or images (ndim=2).
+
+    study=True adds the study's own variants: Grad-CAM of the softmax score, and its faulty
+    IG (tf-explain: 11 equally weighted nodes including both ends, softmax score, no
+    (x - baseline) factor, |.| summed over channels).
+    """
+    del params  # methods are built per parameter set (see Method.build)
+    image = ndim == 2
+    f = lambda p: model_fn(model, p)  # noqa: E731
+    n_rise = rise_masks or (8000 if image else 2000)
+    suite = {
+        "Grad-CAM": Method("Grad-CAM", lambda p: grad_cam(model, p), batch_size=100),
+        "Grad-CAM++": Method("Grad-CAM++", lambda p: grad_cam_plus_plus(model, p), batch_size=100),
+        "Integrated Gradients": Method(
+            "Integrated Gradients",
+            lambda p: integrated_gradients(f(p), steps=64, rule="trapezoid", chunk_size=16 if image else None),
+            reduce=_channel_sum, batch_size=4 if image else 100),
+        "Saliency": Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
+        "Gradient x Input": Method("Gradient x Input", lambda p: gradient_x_input(f(p)), reduce=_channel_sum),
+        "SmoothGrad": Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=32, sigma=0.15),
+                             keyed=True, reduce=_channel_abs_sum, batch_size=8 if image else 100),
+        "RISE": Method("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
+                                             chunk_size=100 if image else 500),
+                       keyed=True, batch_size=1 if image else 20),
+        "Score-CAM": Method("Score-CAM", lambda p: score_cam(model, p, chunk_size=32 if image else None),
+                            batch_size=2 if image else 100),
+        "SISE": Method("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
+                       batch_size=1 if image else 50),
+        "Occlusion": Method("Occlusion", lambda p: occlusion(f(p), window=(16, 16) if image else 4,
+                                                            stride=(8, 8) if image else 1),
+                            batch_size=4 if image else 100),
+    }
+    if study:
+        suite["Study Grad-CAM (softmax)"] = Method(
+            "Study Grad-CAM (softmax)", lambda p: grad_cam(model, p, score="softmax"))
+        suite["Study IG (faulty)"] = Method(
+            "Study IG (faulty)",
+            lambda p: integrated_gradients(f(p), steps=11, rule="linspace_mean", score="softmax",
+                                           multiply_by_inputs=False),
+            reduce=_channel_abs_sum, batch_size=4 if image else 100)
+    return suite
+
+
+def explain_all(suite: dict[str, Method], params: Any, xs: np.ndarray, targets: np.ndarray, *,
+                key: jax.Array, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Maps (N, *spatial) per method and milliseconds per input (compile excluded: one batch
+    is run first to compile, then the whole set is timed)."""
+    maps, ms = {}, {}
+    for name, m in suite.items():
+        fn = m.build(params)
+        k = key if m.keyed else None
+        bs = min(m.batch_size, len(xs))
+        attribute(fn, xs[:bs], targets[:bs], batch_size=bs, key=k, progress=False)  # compile
+        t0 = time.perf_counter()
+        out = attribute(fn, xs, targets, batch_size=bs, key=k, progress=progress)
+        ms[name] = 1e3 * (time.perf_counter() - t0) / len(xs)
+        maps[name] = m.reduce(out)
+    return maps, ms
+
+
+def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.ndarray], *,
+                k: float, supports: np.ndarray | None = None, deletion_step: int = 1,
+                blur_sigma: float = 5.0, completeness: dict[str, np.ndarray] | None = None,
+                seed: int = 0) -> dict[str, Any]:
+    """Every metric for every method: per-input values, means with bootstrap 95% CIs and a
+    per-class breakdown. Drop/increase and deletion/insertion use the predicted class."""
+    per_input: dict[str, dict[str, np.ndarray]] = {}
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    for name, mp in maps.items():
+        di = drop_increase(f, xs, mp, k=k)
+        dl = deletion_insertion(f, xs, mp, step=deletion_step, blur_sigma=blur_sigma)
+        values = {"drop": di["drop"], "increase": di["increase"],
+                  "deletion_auc": dl["deletion_auc"], "insertion_auc": dl["insertion_auc"]}
+        if supports is not None:
+            values["pointing_game"] = pointing_game(mp, supports)
+            values["relevance_mass"] = relevance_mass(mp, supports)
+            values["auroc"] = localisation_auroc(mp, supports)
+        if completeness is not None and name in completeness:
+            values["completeness_error"] = completeness[name]
+        per_input[name] = values
+        curves[name] = {"fractions": dl["fractions"], "deletion": dl["deletion_curve"].mean(0),
+                        "insertion": dl["insertion_curve"].mean(0)}
+    summary = {name: {metric: bootstrap_ci(v, seed=seed) for metric, v in values.items()}
+               for name, values in per_input.items()}
+    classes = np.unique(ys)
+    per_class = {name: {metric: {int(c): float(v[ys == c].mean()) for c in classes}
+                        for metric, v in values.items()} for name, values in per_input.items()}
+    return {"per_input": per_input, "summary": summary, "per_class": per_class, "curves": curves}
+
+
+def sanity_all(suite: dict[str, Method], model: nn.Module, params: Any, xs: np.ndarray, targets: np.ndarray,
+               *, key: jax.Array) -> dict[str, dict[str, float]]:
+    """Cascading model randomisation (Adebayo et al. 2018) for every method of the suite."""
+    out = {}
+    for name, m in suite.items():
+        out[name] = cascading_randomisation(
+            m.build, model, params, xs, targets, key=key, method_key=key if m.keyed else None,
+            batch_size=min(m.batch_size, len(xs)), reduce=m.reduce)
+    return out
+
+
+def predictions(f: Callable, xs: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Predicted classes of f over xs (jitted, vmapped in batches)."""
+    fn = jax.jit(jax.vmap(f))
+    return np.concatenate([np.asarray(fn(jnp.asarray(xs[i:i + batch_size]))).argmax(1)
+                           for i in range(0, len(xs), batch_size)])
