@@ -1,0 +1,146 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+import xai_jax as xj
+from xai_jax.metrics import (
+    bootstrap_ci,
+    cascading_randomisation,
+    completeness_errors,
+    deletion_insertion,
+    drop_increase,
+    gaussian_blur,
+    localisation_auroc,
+    pointing_game,
+    relevance_mass,
+    spearman_rows,
+    top_k_mask,
+)
+from tests.models_small import Tiny2D, init
+
+# class 0's evidence lives in positions 0..3 only; class 1 is a constant
+W = np.zeros((2, 10), np.float32)
+W[0, :4] = [1.0, 2.0, 1.5, 0.5]
+
+
+def evidence_model(x):
+    return jnp.stack([jnp.asarray(W[0]) @ x[:, 0], jnp.asarray(1.0)])
+
+
+XS = np.abs(np.random.default_rng(0).normal(size=(32, 10, 1))).astype(np.float32) + 0.5
+
+
+def test_top_k_mask_counts_and_ties():
+    m = top_k_mask(jnp.array([0.0, 3.0, 3.0, 1.0, 2.0]), 0.4)
+    np.testing.assert_array_equal(m, [False, True, True, False, False])
+    assert int(top_k_mask(jnp.zeros((7, 6)), 0.3).sum()) == round(0.3 * 42)
+
+
+def test_drop_increase_perfect_random_and_by_hand():
+    perfect = np.broadcast_to(np.r_[np.ones(4), np.zeros(6)], (32, 10))
+    r = drop_increase(evidence_model, XS, perfect, k=0.4)
+    np.testing.assert_allclose(r["drop"], 0.0, atol=1e-6)  # all evidence kept: O == Y
+    assert r["increase_rate"] == 0.0
+    anti = 1.0 - perfect
+    r_anti = drop_increase(evidence_model, XS, anti, k=0.4)
+    assert r_anti["drop_rate"] > 0.3
+    # by hand for one input: keep positions 0 and 1 only (k = 0.2)
+    x = XS[:1]
+    sal = np.zeros((1, 10))
+    sal[0, :2] = [2.0, 1.0]
+    probs = lambda v: np.exp(v) / np.exp(v).sum()  # noqa: E731
+    full = np.array([W[0] @ x[0, :, 0], 1.0])
+    kept = np.array([W[0, :2] @ x[0, :2, 0], 1.0])
+    c = full.argmax()
+    y, o = probs(full)[c], probs(kept)[c]
+    got = drop_increase(evidence_model, x, sal, k=0.2)
+    np.testing.assert_allclose(got["drop"][0], max((y - o) / y, 0), rtol=1e-5)
+    assert got["increase"][0] == float(o > y)
+
+
+def test_drop_increase_bad_input():
+    with pytest.raises(ValueError, match="spatial shape"):
+        drop_increase(evidence_model, XS, np.zeros((32, 9)))
+    with pytest.raises(ValueError, match="k must lie"):
+        drop_increase(evidence_model, XS, np.zeros((32, 10)), k=0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        drop_increase(evidence_model, XS, np.full((32, 10), np.nan))
+
+
+def test_deletion_insertion_known_curves():
+    f = lambda x: jnp.stack([x.sum(), jnp.asarray(0.0)])  # noqa: E731
+    x = np.arange(1, 11, dtype=np.float32)[None, :, None]
+    sal = x[..., 0]
+    r = deletion_insertion(f, x, sal, step=1, score="logit", blur_sigma=1.0)
+    # deletion removes 10, 9, 8, ... so the curve is 55 - cumulative sum of the sorted values
+    want = 55 - np.r_[0, np.cumsum(np.arange(10, 0, -1))]
+    np.testing.assert_allclose(r["deletion_curve"][0], want, rtol=1e-6)
+    np.testing.assert_allclose(r["deletion_auc"][0], np.trapezoid(want, np.linspace(0, 1, 11)), rtol=1e-6)
+    assert r["insertion_curve"][0, -1] == pytest.approx(55.0)
+    blurred = np.asarray(gaussian_blur(jnp.asarray(x[0]), 1.0)).sum()
+    assert r["insertion_curve"][0, 0] == pytest.approx(blurred, rel=1e-5)
+    # a step of 3 over 10 positions: 0, 3, 6, 9, 10 removed
+    r3 = deletion_insertion(f, x, sal, step=3, score="logit")
+    np.testing.assert_allclose(r3["fractions"], [0, 0.3, 0.6, 0.9, 1.0])
+    # good maps delete faster than reversed maps
+    good = deletion_insertion(evidence_model, XS, np.broadcast_to(np.r_[np.ones(4), np.zeros(6)], (32, 10)))
+    bad = deletion_insertion(evidence_model, XS, np.broadcast_to(np.r_[np.zeros(4), np.ones(6)], (32, 10)))
+    assert good["deletion_auc_mean"] < bad["deletion_auc_mean"]
+
+
+def test_gaussian_blur_preserves_constants_and_mean():
+    c = jnp.full((8, 9, 3), 2.0)
+    np.testing.assert_allclose(gaussian_blur(c, 2.0), c, rtol=1e-6)
+    v = jnp.asarray(np.random.default_rng(0).normal(size=(64, 1)), jnp.float32)
+    assert float(jnp.std(gaussian_blur(v, 3.0))) < float(jnp.std(v))
+
+
+def test_localisation_perfect_inverted_random():
+    rng = np.random.default_rng(0)
+    support = np.zeros((200, 40), bool)
+    for i, s in enumerate(rng.integers(0, 30, 200)):
+        support[i, s:s + 8] = True
+    perfect = support.astype(float) + 0.01 * rng.random((200, 40))
+    assert pointing_game(perfect, support).mean() == 1.0
+    np.testing.assert_allclose(relevance_mass(support.astype(float), support), 1.0)
+    np.testing.assert_allclose(localisation_auroc(perfect, support), 1.0)
+    np.testing.assert_allclose(localisation_auroc(-perfect, support), 0.0)
+    random = rng.random((200, 40))
+    assert abs(localisation_auroc(random, support).mean() - 0.5) < 0.03
+    assert abs(relevance_mass(random, support).mean() - 0.2) < 0.03
+    assert abs(pointing_game(random, support).mean() - 0.2) < 0.08
+    with pytest.raises(ValueError, match="same shape"):
+        pointing_game(random[:, :39], support)
+
+
+def test_spearman_matches_scipy_and_randomisation_check():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(5, 30)), rng.normal(size=(5, 30))
+    want = [spearmanr(a[i], b[i]).statistic for i in range(5)]
+    np.testing.assert_allclose(spearman_rows(a, b), want, rtol=1e-10)
+    model = Tiny2D()
+    params = init(model, (8, 8, 2), seed=0)
+    xs = rng.normal(size=(16, 8, 8, 2)).astype(np.float32)
+    ts = np.zeros(16, np.int32)
+    key = jax.random.key(3)
+    # a "method" that ignores the weights keeps rho = 1; Grad-CAM loses it
+    blind = cascading_randomisation(lambda p: (lambda x, t: x.sum(-1) ** 2), model, params, xs, ts, key=key)
+    assert list(blind) == ["original", "dense", "conv_b", "conv_a"]
+    np.testing.assert_allclose(list(blind.values()), 1.0)
+    cam = cascading_randomisation(lambda p: xj.grad_cam(model, p, "conv_b", relu=False), model, params, xs, ts,
+                                  key=key)
+    assert cam["conv_a"] < 0.6, cam
+
+
+def test_completeness_errors_linear_is_zero_and_bootstrap():
+    f = lambda x: jnp.stack([3.0 * x.sum(), -x.sum()])  # noqa: E731
+    r = completeness_errors(f, XS, np.zeros(32, np.int32), steps=4)
+    np.testing.assert_allclose(r["delta"], 0.0, atol=1e-4)
+    np.testing.assert_allclose(r["gap"], 3 * XS.sum((1, 2)), rtol=1e-5)
+    v = np.random.default_rng(0).normal(1.0, 1.0, 400)
+    mean, lo, hi = bootstrap_ci(v)
+    assert lo < mean < hi and lo < 1.0 < hi
+    _, lo2, hi2 = bootstrap_ci(v[:50])
+    assert hi2 - lo2 > hi - lo
