@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import rankdata
 
-from xai_jax.attribution.batching import attribute
 
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,10 +47,32 @@ def cascading_randomisation(
     et al. do for signed maps). reduce: collapse a map to its spatial shape (e.g. channel sum).
     """
     layers = list(params.keys())  # flax keeps call order
-    fresh = model.init(key, jnp.zeros((1, *np.shape(xs)[1:]), jnp.float32))["params"]
+    xs = np.asarray(xs, np.float32)
+    targets = np.asarray(targets, np.int32)
+    fresh = model.init(key, jnp.zeros((1, *xs.shape[1:]), jnp.float32))["params"]
+    keyed = method_key is not None
+    mkey = method_key if keyed else jax.random.key(0)
+
+    # params are an argument of one jitted function, so every randomised copy reuses
+    # the same compiled program instead of re-tracing a new closure per layer.
+    @jax.jit
+    def run(p, x, t, i):
+        def one(x, t, i):
+            method = make_method(p)
+            return method(x, t, jax.random.fold_in(mkey, i)) if keyed else method(x, t)
+
+        return jax.vmap(one)(x, t, i)
 
     def maps(p):
-        out = attribute(make_method(p), xs, targets, batch_size=batch_size, key=method_key, progress=False)
+        n = len(xs)
+        bs = min(batch_size, n)
+        parts = []
+        for lo in range(0, n, bs):
+            idx = np.arange(lo, lo + bs)
+            idx = np.where(idx < n, idx, 0)
+            parts.append(np.asarray(run(p, jnp.asarray(xs[idx]), jnp.asarray(targets[idx]),
+                                        jnp.asarray(np.arange(lo, lo + bs)))))
+        out = np.concatenate(parts)[:n]
         out = reduce(out) if reduce is not None else out
         return np.abs(out) if absolute else out
 
