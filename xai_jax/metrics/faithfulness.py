@@ -26,10 +26,21 @@ def _check_maps(xs: np.ndarray, maps) -> np.ndarray:
     return maps
 
 
-def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int) -> list[np.ndarray]:
-    """Runs a jitted fn over the leading axis of `arrays` in fixed-size padded batches."""
+def _runner(one: Callable, mesh, n_args: int) -> Callable:
+    """jit(vmap(one)), or sharded over the mesh's "data" axis when a mesh is given."""
+    if mesh is None:
+        return jax.jit(jax.vmap(one))
+    from xai_jax.distributed import sharded_vmap
+
+    return sharded_vmap(one, mesh, n_args)
+
+
+def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, mesh=None) -> list[np.ndarray]:
+    """Runs a batched fn over the leading axis of `arrays` in fixed-size padded batches."""
     n = arrays[0].shape[0]
     bs = min(batch_size, n)
+    if mesh is not None:
+        bs = -(-bs // mesh.devices.size) * mesh.devices.size
     outs = []
     for lo in range(0, n, bs):
         idx = np.arange(lo, lo + bs)
@@ -57,6 +68,7 @@ def drop_increase(
     score: str = "softmax",
     targets=None,
     batch_size: int = 250,
+    mesh=None,
 ) -> dict[str, np.ndarray | float]:
     """The study's drop / increase rates.
 
@@ -75,19 +87,15 @@ def drop_increase(
         targets = np.full(xs.shape[0], -1, np.int32)
     xs, targets = validate_batch(xs, targets)
 
-    @jax.jit
-    def batch(x, m, t):
-        def one(x, m, t):
-            probs = s(f(x))
-            c = jnp.where(t < 0, jnp.argmax(probs), t)
-            keep = top_k_mask(m, k)[..., None]
-            masked = jnp.where(keep, x, fill)
-            y, o = probs[c], s(f(masked))[c]
-            return jax.nn.relu((y - o) / y), (o > y).astype(jnp.float32)
+    def one(x, m, t):
+        probs = s(f(x))
+        c = jnp.where(t < 0, jnp.argmax(probs), t)
+        keep = top_k_mask(m, k)[..., None]
+        masked = jnp.where(keep, x, fill)
+        y, o = probs[c], s(f(masked))[c]
+        return jax.nn.relu((y - o) / y), (o > y).astype(jnp.float32)
 
-        return jax.vmap(one)(x, m, t)
-
-    drop, inc = _in_batches(batch, (xs, maps, targets), batch_size)
+    drop, inc = _in_batches(_runner(one, mesh, 3), (xs, maps, targets), batch_size, mesh)
     return {"drop": drop, "increase": inc, "drop_rate": float(drop.mean()), "increase_rate": float(inc.mean())}
 
 
@@ -116,6 +124,7 @@ def deletion_insertion(
     score: str = "softmax",
     targets=None,
     batch_size: int = 50,
+    mesh=None,
 ) -> dict[str, np.ndarray | float]:
     """Deletion and insertion curves and AUCs (Petsiuk et al. 2018, RISE).
 
@@ -140,24 +149,20 @@ def deletion_insertion(
         targets = np.full(xs.shape[0], -1, np.int32)
     xs, targets = validate_batch(xs, targets)
 
-    @jax.jit
-    def batch(x, m, t):
-        def one(x, m, t):
-            c = jnp.where(t < 0, jnp.argmax(f(x)), t)
-            rank = jnp.argsort(jnp.argsort(-m.ravel(), stable=True)).reshape(m.shape)
-            blurred = gaussian_blur(x, blur_sigma)
+    def one(x, m, t):
+        c = jnp.where(t < 0, jnp.argmax(f(x)), t)
+        rank = jnp.argsort(jnp.argsort(-m.ravel(), stable=True)).reshape(m.shape)
+        blurred = gaussian_blur(x, blur_sigma)
 
-            def at(count):
-                chosen = (rank < count)[..., None]
-                deleted = jnp.where(chosen, baseline, x)
-                inserted = jnp.where(chosen, x, blurred)
-                return s(f(deleted))[c], s(f(inserted))[c]
+        def at(count):
+            chosen = (rank < count)[..., None]
+            deleted = jnp.where(chosen, baseline, x)
+            inserted = jnp.where(chosen, x, blurred)
+            return s(f(deleted))[c], s(f(inserted))[c]
 
-            return jax.vmap(at)(jnp.asarray(counts))
+        return jax.vmap(at)(jnp.asarray(counts))
 
-        return jax.vmap(one)(x, m, t)
-
-    deletion, insertion = _in_batches(batch, (xs, maps, targets), batch_size)
+    deletion, insertion = _in_batches(_runner(one, mesh, 3), (xs, maps, targets), batch_size, mesh)
     auc = lambda curves: np.trapezoid(curves, fractions, axis=1)  # noqa: E731
     d_auc, i_auc = auc(deletion), auc(insertion)
     return {"fractions": fractions, "deletion_curve": deletion, "insertion_curve": insertion,
