@@ -31,8 +31,14 @@ def score_transform(score: str) -> Callable[[jax.Array], jax.Array]:
     raise ValueError(f"score must be one of {SCORES}, got {score!r}")
 
 
+_TRACER = getattr(jax.core, "Tracer", None)
+if _TRACER is None:  # moved in newer JAX releases
+    from jax._src.core import Tracer as _TRACER  # noqa: N811
+
+
 def is_concrete(*xs: Any) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+    """True when no argument is a tracer (so its values can be checked in Python)."""
+    return not any(isinstance(x, _TRACER) for x in xs)
 
 
 def check_x(x: Any, name: str = "x") -> jax.Array:
@@ -138,7 +144,7 @@ def list_layers(model: nn.Module, params: Any, x: jax.Array) -> list[tuple[str, 
     return found
 
 
-def _is_conv(module_class_name: str, model: nn.Module) -> bool:
+def _is_conv(module_class_name: str) -> bool:
     return "Conv" in module_class_name
 
 
@@ -148,7 +154,7 @@ def resolve_layer(
     """Validated (layer path, activation shape with batch axis). layer=None: the last conv."""
     layers = list_layers(model, params, x)
     if layer is None:
-        convs = [entry for entry in layers if _is_conv(entry[1], model) and len(entry[2]) >= 3]
+        convs = [entry for entry in layers if _is_conv(entry[1]) and len(entry[2]) >= 3]
         if not convs:
             raise ValueError(
                 f"layer=None found no convolution with spatial axes; name one of "
@@ -176,7 +182,7 @@ def resolve_layers(
 ) -> list[tuple[str, tuple[int, ...]]]:
     """Several layers; None: the last convolution at each spatial resolution (block ends)."""
     if layers is None:
-        found = [e for e in list_layers(model, params, x) if _is_conv(e[1], model) and len(e[2]) >= 3]
+        found = [e for e in list_layers(model, params, x) if _is_conv(e[1]) and len(e[2]) >= 3]
         ends: list[tuple[str, tuple[int, ...]]] = []
         for i, (name, _, shape) in enumerate(found):
             nxt = found[i + 1][2][1:-1] if i + 1 < len(found) else None

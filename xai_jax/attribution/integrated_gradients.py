@@ -109,7 +109,10 @@ def integrated_gradients(
     steps: gradient evaluations; rule: one of RULES (see the module docstring).
     baseline: scalar, array shaped like x, or callable x -> baseline.
     chunk_size: evaluate the alphas chunk_size at a time (lax.scan), so peak memory does not
-      grow with steps; None evaluates all alphas in one vmap.
+      grow with steps; None evaluates all alphas in one vmap. (On XLA:CPU a convolution's
+      backward pass inside a loop body runs ~3x slower than outside it, measured here;
+      unrolling the chunks instead keeps the speed but XLA then holds every chunk's buffers
+      at once, so the scan stays. Use chunking where memory, not speed, binds.)
     score: "logit" (default), "softmax" or "log_softmax" of f's output is differentiated.
     return_delta: return (attributions, completeness delta) instead.
     multiply_by_inputs: False returns the averaged path gradient without the (x - b) factor
@@ -122,22 +125,18 @@ def integrated_gradients(
     s = score_transform(score)
 
     def path_gradient_sum(x, b, target):
-        def grad_at(alpha):
-            return jax.grad(lambda z: s(f(z))[target])(b + alpha * (x - b))
+        def weighted_grads(alphas_c, weights_c, x, b):
+            grad_at = lambda a: jax.grad(lambda z: s(f(z))[target])(b + a * (x - b))  # noqa: E731
+            return jnp.tensordot(weights_c, jax.vmap(grad_at)(alphas_c), axes=1)
 
         if chunk_size is None or chunk_size >= steps:
-            grads = jax.vmap(grad_at)(jnp.asarray(alphas))
-            return jnp.tensordot(jnp.asarray(weights), grads, axes=1)
+            return weighted_grads(jnp.asarray(alphas), jnp.asarray(weights), x, b)
         n_chunks = -(-steps // chunk_size)
         pad = n_chunks * chunk_size - steps  # padded nodes get weight 0
-        a = jnp.pad(jnp.asarray(alphas), (0, pad)).reshape(n_chunks, chunk_size)
-        w = jnp.pad(jnp.asarray(weights), (0, pad)).reshape(n_chunks, chunk_size)
-
-        def body(total, aw):
-            ac, wc = aw
-            return total + jnp.tensordot(wc, jax.vmap(grad_at)(ac), axes=1), None
-
-        total, _ = jax.lax.scan(body, jnp.zeros_like(x), (a, w))
+        a = np.pad(alphas, (0, pad)).reshape(n_chunks, chunk_size)
+        w = np.pad(weights, (0, pad)).reshape(n_chunks, chunk_size)
+        total, _ = jax.lax.scan(lambda t, aw: (t + weighted_grads(aw[0], aw[1], x, b), None),
+                                jnp.zeros_like(x), (jnp.asarray(a), jnp.asarray(w)))
         return total
 
     def ig(x, target):

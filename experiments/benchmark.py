@@ -1,0 +1,239 @@
+"""Speed and memory of the transforms, against their floors.
+
+The floor of a method is one batched, jitted forward(+backward) pass over the same number
+of model evaluations the method performs (e.g. IG with 64 steps on N inputs: 64 N
+gradient evaluations in one vmap). Ratio = method time / floor time; 1.0 is the ideal.
+
+    python experiments/benchmark.py                 # CPU-sized defaults
+    python experiments/benchmark.py --devices 8     # also: scaling over 8 forced host devices
+    python experiments/benchmark.py --vgg-batch 16 --rise-masks 8000   # GPU-sized
+
+Compile time is measured with jit(...).lower(...).compile(); memory is XLA's temp buffer
+size of the compiled program (compiled.memory_analysis()), the same figure on every backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1000, help="MNIST-1D inputs")
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--chunk", type=int, default=16, help="IG chunk size")
+    p.add_argument("--vgg-batch", type=int, default=None, help="images (default 16 on GPU, 2 on CPU)")
+    p.add_argument("--rise-masks", type=int, default=None, help="RISE masks (default 8000 on GPU, 400 on CPU)")
+    p.add_argument("--devices", type=int, default=None, help="forced host devices for the scaling run")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "benchmark")
+    p.add_argument("--skip-vgg", action="store_true")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+if ARGS.devices and "jax" not in sys.modules:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import xai_jax as xj  # noqa: E402
+from xai_jax.attribution.feature_masks import sise  # noqa: E402
+from xai_jax.attribution.perturbation import rise  # noqa: E402
+from xai_jax.models import mnist1d_cnn, vgg7  # noqa: E402
+from xai_jax.report import markdown_table, write_json  # noqa: E402
+
+
+def timed(fn, *args, repeats: int = 3) -> tuple[float, float, int | None]:
+    """(best seconds over repeats, compile seconds, temp bytes) of jitted fn(*args)."""
+    jitted = jax.jit(fn)
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    try:
+        mem = compiled.memory_analysis().temp_size_in_bytes
+    except Exception:  # not every backend reports it
+        mem = None
+    jax.block_until_ready(compiled(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best, compile_s, mem
+
+
+def loop_timed(fn, args_list, repeats: int = 3, jit: bool = True) -> float:
+    """Best time of running jitted fn over a list of argument tuples (async dispatch)."""
+    jitted = jax.jit(fn) if jit else fn
+    jax.block_until_ready(jitted(*args_list[0]))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = [jitted(*a) for a in args_list]
+        jax.block_until_ready(out)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def grad_floor(f, xs_eval, targets_eval):
+    """Forward+backward of the target score at every evaluation point, in one vmap."""
+    return lambda x, t: jax.vmap(lambda xi, ti: jax.grad(lambda z: f(z)[ti])(xi))(x, t)
+
+
+def row(name, n_items, t, floor, compile_s=None, mem=None, unit="inputs"):
+    print(f"  {name}: {n_items / t:.2f} {unit}/s, ratio to floor {t / floor:.3f}, "
+          f"compile {compile_s or 0:.2f} s", flush=True)
+    return {"name": name, "items": n_items, "unit": unit, "seconds": t, "per_second": n_items / t,
+            "floor_seconds": floor, "ratio_to_floor": (t / floor) if floor else None,
+            "compile_seconds": compile_s, "temp_mib": None if mem is None else mem / 2**20}
+
+
+def bench_mnist1d(args) -> list[dict]:
+    model = mnist1d_cnn("study")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]
+    f = xj.model_fn(model, params)
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.normal(size=(args.n, 40, 1)), jnp.float32)
+    ts = jnp.asarray(rng.integers(0, 10, args.n), jnp.int32)
+    s = args.steps
+    rows = []
+    x_eval = jnp.repeat(xs, s, axis=0)
+    t_eval = jnp.repeat(ts, s)
+    floor, _, _ = timed(grad_floor(f, x_eval, t_eval), x_eval, t_eval, repeats=args.repeats)
+    ig = xj.integrated_gradients(f, steps=s)
+    t, c, m = timed(jax.vmap(ig), xs, ts, repeats=args.repeats)
+    rows.append(row(f"MNIST-1D IG {s} steps", args.n, t, floor, c, m))
+    igc = xj.integrated_gradients(f, steps=s, chunk_size=args.chunk)
+    t, c, m = timed(jax.vmap(igc), xs, ts, repeats=args.repeats)
+    rows.append(row(f"MNIST-1D IG {s} steps, chunk {args.chunk}", args.n, t, floor, c, m))
+    floor1, _, _ = timed(grad_floor(f, xs, ts), xs, ts, repeats=args.repeats)
+    cam = xj.grad_cam(model, params)
+    t, c, m = timed(jax.vmap(cam), xs, ts, repeats=args.repeats)
+    rows.append(row("MNIST-1D Grad-CAM", args.n, t, floor1, c, m))
+    return rows
+
+
+def bench_vgg(args, on_gpu: bool) -> list[dict]:
+    model = vgg7("study")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]
+    f = xj.model_fn(model, params)
+    b = args.vgg_batch or (16 if on_gpu else 2)
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.uniform(size=(b, 224, 224, 3)), jnp.float32)
+    ts = jnp.asarray(rng.integers(0, 8, b), jnp.int32)
+    s, chunk = args.steps, args.chunk
+    rows = []
+    # floor: the same b * steps gradient evaluations, `steps` per jitted batch
+    x_eval = jnp.repeat(xs[:1], s, axis=0)
+    t_eval = jnp.repeat(ts[:1], s)
+    floor = loop_timed(grad_floor(f, x_eval, t_eval), [(x_eval, t_eval)] * b, repeats=args.repeats)
+    # IG one image per call (b calls), unchunked (all steps in one vmap) and chunked
+    ig = jax.jit(xj.integrated_gradients(f, steps=s))
+    igc = jax.jit(xj.integrated_gradients(f, steps=s, chunk_size=chunk))
+    for name, fn in [(f"VGG IG {s} steps", ig), (f"VGG IG {s} steps, chunk {chunk}", igc)]:
+        t0 = time.perf_counter()
+        compiled = fn.lower(xs[0], ts[0]).compile()
+        c = time.perf_counter() - t0
+        t = loop_timed(compiled, [(xs[i], ts[i]) for i in range(b)], repeats=args.repeats, jit=False)
+        rows.append(row(name, b, t, floor, c, compiled.memory_analysis().temp_size_in_bytes, "images"))
+    # memory with chunking: steps 64 vs 1024
+    mems = {}
+    for steps in (64, 1024):
+        comp = jax.jit(xj.integrated_gradients(f, steps=steps, chunk_size=chunk)).lower(xs[0], ts[0]).compile()
+        mems[steps] = comp.memory_analysis().temp_size_in_bytes
+    rows.append({"name": f"VGG IG chunk {chunk}: temp memory 1024 vs 64 steps", "temp_mib_64": mems[64] / 2**20,
+                 "temp_mib_1024": mems[1024] / 2**20, "memory_ratio": mems[1024] / mems[64]})
+    floor1, _, _ = timed(grad_floor(f, xs, ts), xs, ts, repeats=args.repeats)
+    t, c, m = timed(jax.vmap(xj.grad_cam(model, params)), xs, ts, repeats=args.repeats)
+    rows.append(row("VGG Grad-CAM", b, t, floor1, c, m, "images"))
+    # RISE on one image, floor: the same number of plain forwards at the same batch size
+    n_masks = args.rise_masks or (8000 if on_gpu else 400)
+    rchunk = 250 if on_gpu else 50
+    r = rise(f, n_masks=n_masks, grid=7, chunk_size=rchunk)
+    key = jax.random.key(0)
+    t, c, m = timed(lambda x, t_: r(x, t_, key), xs[0], ts[0], repeats=args.repeats)
+    batch = jnp.repeat(xs[:1], rchunk, axis=0)
+    fwd = lambda x: jax.vmap(f)(x)  # noqa: E731
+    rfloor = loop_timed(fwd, [(batch,)] * (n_masks // rchunk), repeats=args.repeats)
+    rows.append(row(f"VGG RISE {n_masks} masks", 1, t, rfloor, c, m, "images"))
+    # SISE on one image, floor: its masked forwards in one batch + one forward+backward
+    sfn = sise(model, params)
+    t, c, m = timed(sfn, xs[0], ts[0], repeats=args.repeats)
+    n_fwd = sum(sh[-1] for _, sh in xj.attribution.common.resolve_layers(model, params, xs[0], None))
+    batch = jnp.repeat(xs[:1], n_fwd, axis=0)
+    sfloor, _, _ = timed(lambda x, t_: (jax.vmap(f)(x), grad_floor(f, x[:1], t_[None])(x[:1], t_[None])),
+                         batch, ts[0], repeats=args.repeats)
+    rows.append(row(f"VGG SISE ({n_fwd} masked forwards)", 1, t, sfloor, c, m, "images"))
+    return rows
+
+
+def bench_devices(args) -> list[dict]:
+    from xai_jax.distributed import data_mesh
+
+    model = mnist1d_cnn("study")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]
+    ig = xj.integrated_gradients(xj.model_fn(model, params), steps=args.steps)
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(args.n, 40, 1)).astype(np.float32)
+    ts = rng.integers(0, 10, args.n)
+    out = []
+    for n_dev in sorted({1, args.devices}):
+        mesh = None if n_dev == 1 else data_mesh(n_dev)
+        xj.attribute(ig, xs[:200], ts[:200], batch_size=200, mesh=mesh, progress=False)
+        best = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            xj.attribute(ig, xs, ts, batch_size=200, mesh=mesh, progress=False)
+            best = min(best, time.perf_counter() - t0)
+        out.append({"name": f"MNIST-1D IG {args.steps} steps via attribute, {n_dev} device(s)",
+                    "devices": n_dev, "seconds": best, "per_second": args.n / best})
+    for r in out:
+        r["speedup"] = out[0]["seconds"] / r["seconds"]
+    return out
+
+
+def main():
+    args = ARGS
+    device = jax.devices()[0]
+    on_gpu = device.platform != "cpu"
+    print(f"device: {device.device_kind} ({device.platform}), {len(jax.devices())} device(s), jax {jax.__version__}")
+    rows = bench_mnist1d(args)
+    if not args.skip_vgg:
+        rows += bench_vgg(args, on_gpu)
+    scaling = bench_devices(args) if args.devices else []
+    header = ["benchmark", "items/s", "ratio to floor", "compile s", "temp MiB"]
+    table = []
+    for r in rows:
+        if "memory_ratio" in r:
+            table.append([r["name"], "", f"memory ratio {r['memory_ratio']:.3f}", "",
+                          f"{r['temp_mib_64']:.1f} -> {r['temp_mib_1024']:.1f}"])
+        else:
+            table.append([r["name"], f"{r['per_second']:.2f} {r['unit']}/s",
+                          f"{r['ratio_to_floor']:.3f}" if r["ratio_to_floor"] else "",
+                          f"{r['compile_seconds']:.2f}" if r["compile_seconds"] is not None else "",
+                          f"{r['temp_mib']:.1f}" if r.get("temp_mib") is not None else ""])
+    for r in scaling:
+        table.append([r["name"], f"{r['per_second']:.1f} inputs/s", f"speedup {r['speedup']:.2f}x", "", ""])
+    md = markdown_table(header, table)
+    ig = {r["name"]: r for r in rows}
+    unchunked = next(r for n, r in ig.items() if n.startswith("MNIST-1D IG") and "chunk" not in n)
+    chunked = next(r for n, r in ig.items() if n.startswith("MNIST-1D IG") and "chunk" in n)
+    md += (f"\nMNIST-1D chunked / unchunked IG time: {chunked['seconds'] / unchunked['seconds']:.3f}\n")
+    print(md)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = device.platform + (f"_{args.devices}dev" if args.devices else "")
+    write_json(args.out / f"benchmark_{tag}.json", {"device": str(device.device_kind), "platform": device.platform,
+                                                    "jax": jax.__version__, "rows": rows, "scaling": scaling})
+    (args.out / f"benchmark_{tag}.md").write_text(f"Device: {device.device_kind}\n\n" + md)
+
+
+if __name__ == "__main__":
+    main()
