@@ -4,16 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup reproduce benchmark hmt lint clean
+.PHONY: demo test setup setup-tfds reproduce benchmark hmt clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e . > /dev/null 2>&1 || $(PY) -m pip install --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# optional: TensorFlow for the tensorflow-datasets HMT path (CI installs it too)
+setup-tfds: $(STAMP)
+	$(PY) -m pip install -q -r requirements-tfds.txt
 
 demo: $(STAMP)
 	$(PY) experiments/mnist1d.py

@@ -60,9 +60,11 @@ def _channel_abs_sum(a):
 
 
 def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = False,
-                 rise_masks: int | None = None) -> dict[str, Method]:
+                 rise_masks: int | None = None, light: bool = False) -> dict[str, Method]:
     """The methods compared, with settings suited to 1-D signals (ndim=1) or images (ndim=2).
 
+    light=True trades accuracy for speed on images (CPU runs): IG 32 steps, SmoothGrad 16
+    samples, RISE 1,000 masks, occlusion windows of 32 with stride 16.
     study=True adds the study's own variants: Grad-CAM of the softmax score, and its faulty
     IG (tf-explain: 11 equally weighted nodes including both ends, softmax score, no
     (x - baseline) factor, |.| summed over channels).
@@ -71,16 +73,22 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
     image = ndim == 2
     f = lambda p: model_fn(model, p)  # noqa: E731
     n_rise = rise_masks or (8000 if image else 2000)
+    light = light and image
+    if light and rise_masks is None:
+        n_rise = 1000
+    ig_steps, sg_samples = (32, 16) if light else (64, 32)
+    window, stride = ((32, 32), (16, 16)) if light else ((16, 16), (8, 8))
     suite = {
         "Grad-CAM": Method("Grad-CAM", lambda p: grad_cam(model, p), batch_size=100),
         "Grad-CAM++": Method("Grad-CAM++", lambda p: grad_cam_plus_plus(model, p), batch_size=100),
         "Integrated Gradients": Method(
             "Integrated Gradients",
-            lambda p: integrated_gradients(f(p), steps=64, rule="trapezoid", chunk_size=16 if image else None),
-            reduce=_channel_sum, batch_size=4 if image else 100),
+            lambda p: integrated_gradients(f(p), steps=ig_steps, rule="trapezoid",
+                                           chunk_size=16 if image and not light else None),
+            reduce=_channel_sum, batch_size=(1 if light else 4) if image else 100),
         "Saliency": Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
         "Gradient x Input": Method("Gradient x Input", lambda p: gradient_x_input(f(p)), reduce=_channel_sum),
-        "SmoothGrad": Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=32, sigma=0.15),
+        "SmoothGrad": Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples, sigma=0.15),
                              keyed=True, reduce=_channel_abs_sum, batch_size=8 if image else 100),
         "RISE": Method("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
                                              chunk_size=100 if image else 500),
@@ -89,8 +97,8 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
                             batch_size=2 if image else 100),
         "SISE": Method("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
                        batch_size=1 if image else 50),
-        "Occlusion": Method("Occlusion", lambda p: occlusion(f(p), window=(16, 16) if image else 4,
-                                                            stride=(8, 8) if image else 1),
+        "Occlusion": Method("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
+                                                            stride=stride if image else 1),
                             batch_size=4 if image else 100),
     }
     if study:

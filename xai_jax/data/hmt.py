@@ -125,29 +125,61 @@ def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
     return HMTData(x, np.asarray([c for _, c in labelled], np.int32), tuple(n for n, _ in labelled))
 
 
-def load_tfds(data_dir: str | os.PathLike, size: int = 224, split: str = "train") -> HMTData:
-    """Reads an already-prepared tfds `colorectal_histology` (needs the `tfds` extra).
+def _local_builder(zip_path: str | os.PathLike | None, data_dir: str | os.PathLike):
+    """tfds's colorectal_histology builder, whose split generator extracts a local zip
+    instead of downloading one (tfds's own download path is never reached)."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification.colorectal_histology import ColorectalHistology
 
-    Never downloads: if the data dir holds no prepared data set, this says what to do
-    instead of letting tfds reach its download path (which retries for minutes offline).
+    class LocalColorectalHistology(ColorectalHistology, skip_registration=True):
+        name = "colorectal_histology"
+
+        def _split_generators(self, dl_manager):
+            if zip_path is None:
+                raise FileNotFoundError(f"data_dir {str(data_dir)!r} holds no prepared colorectal_histology "
+                                        f"and no zip_path was given. {HOW_TO_GET}")
+            folder = dl_manager.extract(str(zip_path))
+            return [tfds.core.SplitGenerator(name=tfds.Split.TRAIN, gen_kwargs={"root_dir": folder})]
+
+    return LocalColorectalHistology(data_dir=str(data_dir))
+
+
+def load_tfds(data_dir: str | os.PathLike, size: int = 224, zip_path: str | os.PathLike | None = None,
+              split: str = "train") -> HMTData:
+    """HMT through tensorflow-datasets' `colorectal_histology` (needs the `tfds` extra).
+
+    Reads an already-prepared tfds data dir, or prepares one from the user's downloaded
+    `zip_path` (tfds's manual route: extraction and generation run locally, with
+    TensorFlow). Never downloads: without prepared data and without a zip it says what
+    to fetch instead of letting tfds try the network (which retries for minutes offline).
     """
     size = _validate_size(size)
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise ImportError("load_tfds needs the optional extra: pip install -e .[tfds]") from e
-    builder = tfds.builder("colorectal_histology", data_dir=str(data_dir))
+    builder = _local_builder(zip_path, data_dir)
     if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"data_dir {str(data_dir)!r} holds no prepared colorectal_histology; prepare it with "
-            f"tfds on a machine with internet access, or use load_zip. {HOW_TO_GET}"
-        )
+        if zip_path is None:
+            raise FileNotFoundError(f"data_dir {str(data_dir)!r} holds no prepared colorectal_histology. "
+                                    f"{HOW_TO_GET}")
+        if not Path(zip_path).is_file():
+            raise FileNotFoundError(f"zip_path {str(zip_path)!r} does not exist. {HOW_TO_GET}")
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        except Exception as e:
+            raise ValueError(f"zip {str(zip_path)!r} could not be prepared by tfds (expected the Kather layout "
+                             f"{FOLDERS[0]} ... {FOLDERS[-1]} inside {Path(ZIP_NAME).stem}/): "
+                             f"{type(e).__name__}: {str(e)[:300]}") from e
     ds = tfds.as_numpy(builder.as_dataset(split=split))
-    xs, ys = [], []
-    for i, ex in enumerate(ds):
-        xs.append(_decode(_png_bytes(ex["image"]), f"{data_dir}:{split}[{i}]", size))
+    xs, ys, names = [], [], []
+    for ex in ds:
+        name = ex["filename"].decode() if isinstance(ex["filename"], bytes) else str(ex["filename"])
+        xs.append(_decode(_png_bytes(ex["image"]), f"{data_dir}:{name}", size))
         ys.append(int(ex["label"]))
-    return HMTData(np.stack(xs), np.asarray(ys, np.int32), tuple(f"{split}[{i}]" for i in range(len(ys))))
+        names.append(name)
+    order = np.argsort(names, kind="stable")
+    return HMTData(np.stack(xs)[order], np.asarray(ys, np.int32)[order], tuple(np.asarray(names)[order]))
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
