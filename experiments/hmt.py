@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
     idx = pick_per_class(ys, n)
     xs, ys, preds = xs[idx], ys[idx], preds[idx]
     light = not on_gpu and not args.full
-    suite = method_suite(model, params, ndim=2, light=light)
+    suite = method_suite(model, params, ndim=2, light=light, image_size=size)
     maps, cost = explain_all(suite, params, xs, preds, key=jax.random.key(args.seed))
     step = max(1, size * size // 20)  # 20 deletion/insertion steps of 5% of the pixels
     measured = measure_all(f, xs, ys, maps, k=0.9, deletion_step=step, blur_sigma=size / 20)

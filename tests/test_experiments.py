@@ -45,3 +45,28 @@ def test_main_job_quick_end_to_end(tmp_path):
     again = load("mnist1d").main(["--quick", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt")])
     assert again["training"]["study"]["restored_from_checkpoint"]
     assert again["training"]["study"]["test_accuracy"] == results["training"]["study"]["test_accuracy"]
+
+
+def test_hmt_train_on_synthetic_tiles_and_explain(tmp_path):
+    from tests.test_data_hmt import make_tiles
+
+    make_tiles(tmp_path / "tiles", per_class=5, size=40)
+    out = tmp_path / "out"
+    result = load("hmt").main(["--train", "--data", str(tmp_path / "tiles"), "--size", "32", "--steps", "30",
+                               "--batch-size", "16", "--n", "4", "--out", str(out),
+                               "--ckpt-dir", str(tmp_path / "ckpt"), "--cache-dir", str(tmp_path / "cache")])
+    assert result["training"]["n_test"] == 8 and result["n_explained"] == 4
+    assert {"Grad-CAM", "Integrated Gradients", "RISE", "SISE"} <= set(result["summary"])
+    for name in ("report.md", "metrics.md", "metrics.csv", "overlays.png", "deletion_insertion.png"):
+        assert (out / name).exists(), name
+
+
+def test_hmt_default_study_weights_on_shared_tiles(tmp_path):
+    from tests.conftest import HMT_SAMPLE
+
+    need(HMT_SAMPLE)
+    weights = need(SEED / "HMT.h5")
+    result = load("hmt").main(["--weights", str(weights), "--size", "64", "--n", "2", "--out", str(tmp_path / "o"),
+                               "--cache-dir", str(tmp_path / "cache")])
+    assert result["tiles"] == 100 and result["n_explained"] == 2
+    assert (tmp_path / "o" / "overlays.png").exists()

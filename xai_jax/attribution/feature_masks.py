@@ -72,7 +72,8 @@ def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score:
         _, (a,) = apply_with_layers(model, params, x, [name])
         a = a[0]
         masks = _channel_masks(a, x.shape[:-1])
-        alpha = masked_scores(f, x, masks, target, s, chunk_size) - s(f(jnp.full_like(x, baseline)))[target]
+        # x * 0 + baseline (not a constant) keeps XLA from constant-folding a whole forward pass
+        alpha = masked_scores(f, x, masks, target, s, chunk_size) - s(f(x * 0.0 + baseline))[target]
         m = (a * alpha).sum(-1)
         if relu:
             m = jax.nn.relu(m)

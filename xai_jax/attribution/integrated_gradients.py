@@ -78,7 +78,7 @@ def resolve_baseline(baseline: Baseline, x: jax.Array) -> jax.Array:
     b = baseline(x) if callable(baseline) else baseline
     b = jnp.asarray(b, x.dtype)
     if b.ndim == 0:
-        return jnp.full_like(x, b)
+        return x * 0.0 + b  # not a constant: XLA would otherwise constant-fold f(baseline)
     if b.shape != x.shape:
         raise ValueError(f"baseline has shape {tuple(b.shape)}, expected a scalar or x's shape {tuple(x.shape)}")
     return b
