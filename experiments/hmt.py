@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     suite = method_suite(model, params, ndim=2, light=light, image_size=size)
     maps, cost = explain_all(suite, params, xs, preds, key=jax.random.key(args.seed))
     step = max(1, size * size // 20)  # 20 deletion/insertion steps of 5% of the pixels
-    measured = measure_all(f, xs, ys, maps, k=0.9, deletion_step=step, blur_sigma=size / 20)
+    measured = measure_all(f, xs, ys, maps, k=0.9, deletion_step=step, blur_sigma=size / 20, batch_size=4)
     table = write_metric_tables(args.out, measured, cost, class_names=CLASSES)
     deletion_insertion_curves(measured["curves"], path=args.out / "deletion_insertion.png")
     show = pick_per_class(ys, min(len(ys), 8))

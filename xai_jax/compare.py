@@ -91,7 +91,7 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
         "Saliency": Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
         "Gradient x Input": Method("Gradient x Input", lambda p: gradient_x_input(f(p)), reduce=_channel_sum),
         "SmoothGrad": Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples, sigma=0.15),
-                             keyed=True, reduce=_channel_abs_sum, batch_size=8 if image else 100),
+                             keyed=True, reduce=_channel_abs_sum, batch_size=2 if image else 100),
         "RISE": Method("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
                                              chunk_size=100 if image else 500),
                        keyed=True, batch_size=1 if image else 20),
@@ -100,7 +100,8 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
         "SISE": Method("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
                        batch_size=1 if image else 50),
         "Occlusion": Method("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
-                                                            stride=stride if image else 1),
+                                                            stride=stride if image else 1,
+                                                            chunk_size=64 if image else None),
                             batch_size=4 if image else 100),
     }
     if study:
@@ -134,14 +135,14 @@ def explain_all(suite: dict[str, Method], params: Any, xs: np.ndarray, targets: 
 def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.ndarray], *,
                 k: float, supports: np.ndarray | None = None, deletion_step: int = 1,
                 blur_sigma: float = 5.0, completeness: dict[str, np.ndarray] | None = None,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, batch_size: int = 50) -> dict[str, Any]:
     """Every metric for every method: per-input values, means with bootstrap 95% CIs and a
     per-class breakdown. Drop/increase and deletion/insertion use the predicted class."""
     per_input: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     for name, mp in maps.items():
-        di = drop_increase(f, xs, mp, k=k)
-        dl = deletion_insertion(f, xs, mp, step=deletion_step, blur_sigma=blur_sigma)
+        di = drop_increase(f, xs, mp, k=k, batch_size=batch_size)
+        dl = deletion_insertion(f, xs, mp, step=deletion_step, blur_sigma=blur_sigma, batch_size=batch_size)
         values = {"drop": di["drop"], "increase": di["increase"],
                   "deletion_auc": dl["deletion_auc"], "insertion_auc": dl["insertion_auc"]}
         if supports is not None:
