@@ -19,9 +19,9 @@ import numpy as np
 
 import xai_jax as xj
 from xai_jax.compare import explain_all, measure_all, method_suite, predictions, sanity_all
-from xai_jax.metrics import completeness_errors
 from xai_jax.data.augment import random_circular_shift
 from xai_jax.data.mnist1d import DEFAULT_CACHE, load_mnist1d
+from xai_jax.metrics import completeness_errors
 from xai_jax.models import mnist1d_cnn
 from xai_jax.plot import class_samples, deletion_insertion_curves, sanity_curves, signals_grid, training_curves
 from xai_jax.report import write_json, write_metric_tables

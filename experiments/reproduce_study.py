@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 import jax
-import numpy as np
 
 import xai_jax as xj
 from xai_jax.compare import explain_all, measure_all, method_suite, predictions
@@ -64,8 +63,9 @@ def reproduce(weights: Path, out: Path, n: int | None = None, rise_masks: int | 
              f"| method | drop rate (published) | drop rate (ours) | increase rate (published) | "
              f"increase rate (ours) | within ±{TOLERANCE} |", "|---|---|---|---|---|---|"]
     for r in rows:
+        verdict = "yes" if r["within_tolerance"] else "NO"
         lines.append(f"| {r['method']} | {r['published_drop']:.3f} | {r['drop']:.3f} | "
-                     f"{r['published_increase']:.3f} | {r['increase']:.3f} | {'yes' if r['within_tolerance'] else 'NO'} |")
+                     f"{r['published_increase']:.3f} | {r['increase']:.3f} | {verdict} |")
     lines += ["", "## Every method on the study's weights", "", table]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

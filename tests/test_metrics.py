@@ -5,6 +5,7 @@ import pytest
 from scipy.stats import spearmanr
 
 import xai_jax as xj
+from tests.models_small import Tiny2D, init
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -18,7 +19,6 @@ from xai_jax.metrics import (
     spearman_rows,
     top_k_mask,
 )
-from tests.models_small import Tiny2D, init
 
 # class 0's evidence lives in positions 0..3 only; class 1 is a constant
 W = np.zeros((2, 10), np.float32)

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 
 from xai_jax.attribution.common import (
     apply_with_layers,
-    check_positive_int,
     check_target,
     check_x,
     minmax,

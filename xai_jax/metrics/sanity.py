@@ -16,7 +16,6 @@ import numpy as np
 from scipy.stats import rankdata
 
 
-
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row pair (N, D) x (N, D); 0 where a row is constant."""
     ra = rankdata(a.reshape(len(a), -1), axis=1)
