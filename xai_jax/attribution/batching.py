@@ -36,6 +36,21 @@ def _batched(method: Callable, keyed: bool, mesh) -> Callable:
     return cache[tag]
 
 
+def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), with_index: bool = False,
+                   progress: bool = False, desc: str = "batches"):
+    """fn over the leading axis of `arrays` in fixed-size batches, the last one padded with
+    copies of input 0 (dropped afterwards), so one compiled program serves every batch.
+    with_index appends each row's global index; results are concatenated NumPy pytrees."""
+    n = len(arrays[0])
+    outs = []
+    for lo in tqdm(range(0, n, batch_size), disable=not progress, desc=desc, unit="batch"):
+        idx = np.arange(lo, lo + batch_size)
+        take = np.where(idx < n, idx, 0)
+        batch = [jnp.asarray(a[take]) for a in arrays] + ([jnp.asarray(idx)] if with_index else [])
+        outs.append(fn(*batch, *args))
+    return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n], *outs)
+
+
 def validate_batch(xs, targets, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Checks a whole batch once: float, finite xs (N, ...); integer targets (N,) in range."""
     xs = np.asarray(xs)
@@ -86,14 +101,5 @@ def attribute(
     bs = min(batch_size, n) if mesh is None else batch_size
     fn = _batched(method, key is not None, mesh)
     key = jax.random.key(0) if key is None else key
-    n_batches = -(-n // bs)
-    show = n_batches > 4 if progress is None else progress
-    out = []
-    for b in tqdm(range(n_batches), disable=not show, desc="attribute", unit="batch"):
-        lo = b * bs
-        idx = np.arange(lo, lo + bs)
-        idx = np.where(idx < n, idx, 0)  # pad with the first input; dropped below
-        res = fn(jnp.asarray(xs[idx]), jnp.asarray(targets[idx]), jnp.asarray(np.arange(lo, lo + bs)), key)
-        out.append(res)
-    result = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n], *out)
-    return result
+    show = -(-n // bs) > 4 if progress is None else progress
+    return run_in_batches(fn, (xs, targets), bs, args=(key,), with_index=True, progress=show, desc="attribute")

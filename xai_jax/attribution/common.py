@@ -116,6 +116,23 @@ def spatial_map(attribution: jax.Array, reduce: str = "sum") -> jax.Array:
 # ----------------------------------------------------------------------------- layers
 
 
+def layer_method_prelude(model: nn.Module, params: Any, resolve: Callable[[jax.Array], Any]):
+    """(f, prepare) for methods that read a model's layers: prepare(x, target) checks both
+    and returns (x, target, resolve(x)), resolving the layers once per input shape."""
+    f = model_fn(model, params)
+    cache: dict = {}
+
+    def prepare(x, target):
+        x = check_x(x)
+        target = check_target(target, output_size(f, x))
+        key = (x.shape, str(x.dtype))
+        if key not in cache:
+            cache[key] = resolve(x)
+        return x, target, cache[key]
+
+    return f, prepare
+
+
 def _path(module: nn.Module) -> str:
     return "/".join(module.path)
 

@@ -27,11 +27,8 @@ import jax.numpy as jnp
 
 from xai_jax.attribution.common import (
     apply_with_layers,
-    check_target,
-    check_x,
+    layer_method_prelude,
     minmax,
-    model_fn,
-    output_size,
     resolve_layer,
     resolve_layers,
     score_transform,
@@ -58,16 +55,10 @@ def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score:
               baseline: float = 0.0, relu: bool = True, chunk_size: int | None = None):
     """Returns cam(x, target) -> map with x's spatial shape (grad_cam's call shape)."""
     s = score_transform(score)
-    f = model_fn(model, params)
-    resolved: dict = {}
+    f, prepare = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
 
     def cam(x, target):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
-        key = (x.shape, str(x.dtype))
-        if key not in resolved:
-            resolved[key] = resolve_layer(model, params, x, layer)
-        name, _ = resolved[key]
+        x, target, (name, _) = prepare(x, target)
         _, (a,) = apply_with_layers(model, params, x, [name])
         a = a[0]
         masks = _channel_masks(a, x.shape[:-1])
@@ -104,17 +95,12 @@ def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, 
     threshold: keep feature maps whose mean gradient exceeds it.
     """
     s = score_transform(score)
-    f = model_fn(model, params)
-    resolved: dict = {}
+    f, prepare = layer_method_prelude(model, params, lambda x: resolve_layers(model, params, x, layers))
 
     def sise_fn(x, target):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
-        key = (x.shape, str(x.dtype))
-        if key not in resolved:
-            resolved[key] = resolve_layers(model, params, x, layers)
-        names = [n for n, _ in resolved[key]]
-        shapes = [sh for _, sh in resolved[key]]
+        x, target, resolved = prepare(x, target)
+        names = [n for n, _ in resolved]
+        shapes = [sh for _, sh in resolved]
         spatial = x.shape[:-1]
 
         def score_of(deltas):

@@ -26,10 +26,7 @@ import jax.numpy as jnp
 
 from xai_jax.attribution.common import (
     apply_with_layers,
-    check_target,
-    check_x,
-    model_fn,
-    output_size,
+    layer_method_prelude,
     resolve_layer,
     score_transform,
     upsample,
@@ -39,16 +36,10 @@ from xai_jax.attribution.common import (
 def layer_gradient(model: nn.Module, params: Any, layer: str | None, score: str = "logit"):
     """Returns fn(x, target) -> (A, dy/dA), both (layer spatial..., K), for one unbatched x."""
     s = score_transform(score)
-    f = model_fn(model, params)
-    resolved: dict = {}
+    _, prepare = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
 
     def fn(x, target):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
-        key = (x.shape, str(x.dtype))
-        if key not in resolved:
-            resolved[key] = resolve_layer(model, params, x, layer)
-        name, shape = resolved[key]
+        x, target, (name, shape) = prepare(x, target)
 
         def score_of(delta):
             logits, acts = apply_with_layers(model, params, x, [name], [delta])

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.batching import validate_batch
+from xai_jax.attribution.batching import run_in_batches, validate_batch
 from xai_jax.attribution.common import score_transform
 
 
@@ -37,16 +37,10 @@ def _runner(one: Callable, mesh, n_args: int) -> Callable:
 
 def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, mesh=None) -> list[np.ndarray]:
     """Runs a batched fn over the leading axis of `arrays` in fixed-size padded batches."""
-    n = arrays[0].shape[0]
-    bs = min(batch_size, n)
+    bs = min(batch_size, arrays[0].shape[0])
     if mesh is not None:
         bs = -(-bs // mesh.devices.size) * mesh.devices.size
-    outs = []
-    for lo in range(0, n, bs):
-        idx = np.arange(lo, lo + bs)
-        idx = np.where(idx < n, idx, 0)
-        outs.append(jax.tree.map(np.asarray, fn(*[jnp.asarray(a[idx]) for a in arrays])))
-    return [np.concatenate(parts)[:n] for parts in zip(*outs)]
+    return list(run_in_batches(fn, arrays, bs))
 
 
 def top_k_mask(saliency: jax.Array, k: float) -> jax.Array:

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import rankdata
 
+from xai_jax.attribution.batching import run_in_batches
+
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row pair (N, D) x (N, D); 0 where a row is constant."""
@@ -63,15 +65,8 @@ def cascading_randomisation(
         return jax.vmap(one)(x, t, i)
 
     def maps(p):
-        n = len(xs)
-        bs = min(batch_size, n)
-        parts = []
-        for lo in range(0, n, bs):
-            idx = np.arange(lo, lo + bs)
-            idx = np.where(idx < n, idx, 0)
-            parts.append(np.asarray(run(p, jnp.asarray(xs[idx]), jnp.asarray(targets[idx]),
-                                        jnp.asarray(np.arange(lo, lo + bs)))))
-        out = np.concatenate(parts)[:n]
+        out = run_in_batches(lambda x, t, i: run(p, x, t, i), (xs, targets), min(batch_size, len(xs)),
+                             with_index=True)
         out = reduce(out) if reduce is not None else out
         return np.abs(out) if absolute else out
 
