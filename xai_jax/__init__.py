@@ -10,8 +10,12 @@ from xai_jax.attribution import (
     integrated_gradients,
     list_layers,
     model_fn,
+    occlusion,
     quadrature,
+    rise,
     saliency,
+    score_cam,
+    sise,
     smoothgrad,
     spatial_map,
 )
@@ -20,5 +24,5 @@ __version__ = "0.1.0"
 __all__ = [
     "RULES", "attribute", "completeness_delta", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
-    "saliency", "smoothgrad", "spatial_map",
+    "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
 ]
