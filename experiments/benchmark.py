@@ -25,7 +25,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="MNIST-1D inputs")
     p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--chunk", type=int, default=16, help="IG chunk size")
+    p.add_argument("--chunk", type=int, default=32, help="IG chunk size")
     p.add_argument("--vgg-batch", type=int, default=None, help="images (default 16 on GPU, 2 on CPU)")
     p.add_argument("--rise-masks", type=int, default=None, help="RISE masks (default 8000 on GPU, 400 on CPU)")
     p.add_argument("--devices", type=int, default=None, help="forced host devices for the scaling run")

@@ -86,7 +86,7 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
         "Integrated Gradients": Method(
             "Integrated Gradients",
             lambda p: integrated_gradients(f(p), steps=ig_steps, rule="trapezoid",
-                                           chunk_size=16 if image and not light else None),
+                                           chunk_size=32 if image and not light else None),
             reduce=_channel_sum, batch_size=(1 if light else 4) if image else 100),
         "Saliency": Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
         "Gradient x Input": Method("Gradient x Input", lambda p: gradient_x_input(f(p)), reduce=_channel_sum),
