@@ -14,7 +14,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution import (
@@ -29,6 +28,7 @@ from xai_jax.attribution import (
 )
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.perturbation import occlusion, rise
+from xai_jax.batches import run_in_batches
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -174,7 +174,6 @@ def sanity_all(suite: dict[str, Method], model: nn.Module, params: Any, xs: np.n
 
 
 def predictions(f: Callable, xs: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Predicted classes of f over xs (jitted, vmapped in batches)."""
-    fn = jax.jit(jax.vmap(f))
-    return np.concatenate([np.asarray(fn(jnp.asarray(xs[i:i + batch_size]))).argmax(1)
-                           for i in range(0, len(xs), batch_size)])
+    """Predicted classes of f over xs (jitted, vmapped, fixed-size padded batches)."""
+    fn = jax.jit(lambda x: jax.vmap(f)(x).argmax(-1))
+    return run_in_batches(fn, (np.asarray(xs),), min(batch_size, len(xs)))

@@ -11,6 +11,7 @@ step); the progress bar and checkpoints advance per chunk.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 from tqdm.auto import tqdm
+
+from xai_jax.batches import run_in_batches
 
 Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x batch) -> x batch
 
@@ -114,22 +117,13 @@ def make_step(cfg: TrainConfig, num_classes: int, augment: Augment | None):
 def predict_logits(model: nn.Module, params, x, batch_size: int = 500) -> np.ndarray:
     """Logits for a batch x (N, ...) in fixed-size jitted batches (the last one padded)."""
     x = np.asarray(x, np.float32)
-    apply = _jitted_apply(model)
-    n = x.shape[0]
-    pad = (-n) % batch_size if n > batch_size else 0
-    bs = min(batch_size, n)
-    xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-    out = [np.asarray(apply(params, xp[i : i + bs])) for i in range(0, xp.shape[0], bs)]
-    return np.concatenate(out)[:n]
+    return run_in_batches(lambda xb: _jitted_apply(model)(params, xb), (x,), min(batch_size, len(x)))
 
 
-_APPLY_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=16)
 def _jitted_apply(model: nn.Module):
-    if model not in _APPLY_CACHE:
-        _APPLY_CACHE[model] = jax.jit(lambda p, x: model.apply({"params": p}, x))
-    return _APPLY_CACHE[model]
+    """One jitted apply per model (linen modules hash by their fields), reused across calls."""
+    return jax.jit(lambda p, x: model.apply({"params": p}, x))
 
 
 def evaluate(model: nn.Module, params, x, y, input_shape: tuple[int, ...]) -> dict:

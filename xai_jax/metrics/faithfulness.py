@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.batching import run_in_batches, validate_batch
+from xai_jax.attribution.batching import validate_batch
 from xai_jax.attribution.common import score_transform
+from xai_jax.batches import run_in_batches
 
 
 def _check_maps(xs: np.ndarray, maps) -> np.ndarray:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import rankdata
 
-from xai_jax.attribution.batching import run_in_batches
+from xai_jax.batches import run_in_batches
 
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,28 @@
+"""Fixed-size padded batches: the one loop every batched runner of the library shares.
+
+It sits below models/train and attribution so that every layer can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+
+def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), with_index: bool = False,
+                   progress: bool = False, desc: str = "batches"):
+    """fn over the leading axis of `arrays` in fixed-size batches, the last one padded with
+    copies of input 0 (dropped afterwards), so one compiled program serves every batch.
+    with_index appends each row's global index; results are concatenated NumPy pytrees."""
+    n = len(arrays[0])
+    outs = []
+    for lo in tqdm(range(0, n, batch_size), disable=not progress, desc=desc, unit="batch"):
+        idx = np.arange(lo, lo + batch_size)
+        take = np.where(idx < n, idx, 0)
+        batch = [jnp.asarray(a[take]) for a in arrays] + ([jnp.asarray(idx)] if with_index else [])
+        outs.append(fn(*batch, *args))
+    return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n], *outs)
