@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup setup-tfds reproduce benchmark hmt clean
+.PHONY: demo smoke test setup setup-tfds reproduce benchmark hmt clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ setup-tfds: $(STAMP)
 	$(PY) -m pip install -q -r requirements-tfds.txt
 
 demo: $(STAMP)
-	$(PY) experiments/mnist1d.py
+	$(PY) experiments/mnist1d_job.py
+
+# the main job's quick form: same script and code path as `demo`, empty data cache, temp dir
+smoke: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PY) experiments/mnist1d_job.py --quick --out "$$tmp/results" --data-dir "$$tmp/data" \
+		--ckpt-dir "$$tmp/checkpoints" && echo "smoke: main job OK (quick form, empty cache)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

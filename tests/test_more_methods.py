@@ -121,7 +121,7 @@ def test_bad_inputs():
     x = jnp.ones((40, 1))
     with pytest.raises(ValueError, match="n_masks must be >= 1"):
         rise(f, n_masks=0)
-    with pytest.raises(ValueError, match=r"p must lie in \(0, 1\], got 0.0"):
+    with pytest.raises(ValueError, match=r"p must lie in \(0, 1\], got 0"):
         rise(f, p=0.0)
     with pytest.raises(ValueError, match=r"p must lie in \(0, 1\], got 1.5"):
         rise(f, p=1.5)

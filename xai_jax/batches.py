@@ -19,6 +19,8 @@ def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), w
     copies of input 0 (dropped afterwards), so one compiled program serves every batch.
     with_index appends each row's global index; results are concatenated NumPy pytrees."""
     n = len(arrays[0])
+    if n == 0 or batch_size < 1:
+        raise ValueError(f"run_in_batches needs at least one input and batch_size >= 1, got {n} and {batch_size}")
     outs = []
     for lo in tqdm(range(0, n, batch_size), disable=not progress, desc=desc, unit="batch"):
         idx = np.arange(lo, lo + batch_size)

@@ -29,6 +29,7 @@ from xai_jax.attribution import (
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.perturbation import occlusion, rise
 from xai_jax.batches import run_in_batches
+from xai_jax.checks import check_batch, check_int
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -175,5 +176,7 @@ def sanity_all(suite: dict[str, Method], model: nn.Module, params: Any, xs: np.n
 
 def predictions(f: Callable, xs: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Predicted classes of f over xs (jitted, vmapped, fixed-size padded batches)."""
+    xs = check_batch(xs, "xs", who="predictions")
+    check_int(batch_size, "batch_size", 1)
     fn = jax.jit(lambda x: jax.vmap(f)(x).argmax(-1))
     return run_in_batches(fn, (np.asarray(xs),), min(batch_size, len(xs)))

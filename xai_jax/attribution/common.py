@@ -1,9 +1,10 @@
 """Shared pieces of the attribution methods: scores, input checks, layer access.
 
-Checks run where the values are known. Shapes, ranks and dtypes are static under jit and
-are always checked. Values (NaN/inf in x, the target's range) can only be checked when
-they are concrete: called eagerly, the methods check them; under jit/vmap the batching
-helper `xai_jax.attribute` checks the whole batch before it traces anything.
+Checks run where the values are known (xai_jax.checks). Shapes, ranks and dtypes are
+static under jit and always checked. Values (NaN/inf in x, the target's range) are checked
+when concrete: called eagerly, the methods raise; `xai_jax.attribute` checks the whole
+batch before it runs anything. Inside user-jitted code a method returns NaN maps for a
+non-finite x or an out-of-range target (see `explanation_method`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from xai_jax.checks import (  # noqa: F401  (re-exported for the method modules)
+    check_float,
+    check_key,
+    check_positive_int,
+    check_target,
+    check_x,
+    is_concrete,
+    num_outputs,
+)
 
 ScoreFn = Callable[[jax.Array], jax.Array]
 SCORES = ("logit", "softmax", "log_softmax")
@@ -22,6 +32,8 @@ SCORES = ("logit", "softmax", "log_softmax")
 
 def score_transform(score: str) -> Callable[[jax.Array], jax.Array]:
     """Maps class logits to the differentiated scores: identity, softmax or log-softmax."""
+    if not isinstance(score, str):
+        raise TypeError(f"score must be one of {SCORES}, got {type(score).__name__} {score!r}")
     if score == "logit":
         return lambda z: z
     if score == "softmax":
@@ -31,71 +43,59 @@ def score_transform(score: str) -> Callable[[jax.Array], jax.Array]:
     raise ValueError(f"score must be one of {SCORES}, got {score!r}")
 
 
-_TRACER = getattr(jax.core, "Tracer", None)
-if _TRACER is None:  # moved in newer JAX releases
-    from jax._src.core import Tracer as _TRACER  # noqa: N811
-
-
-def is_concrete(*xs: Any) -> bool:
-    """True when no argument is a tracer (so its values can be checked in Python)."""
-    return not any(isinstance(x, _TRACER) for x in xs)
-
-
-def check_x(x: Any, name: str = "x") -> jax.Array:
-    """x must be a float array; when concrete, finite."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a float dtype, got {x.dtype}")
-    if is_concrete(x) and not bool(np.isfinite(np.asarray(x)).all()):
-        raise ValueError(f"{name} contains NaN or inf values (shape {tuple(x.shape)})")
-    return jnp.asarray(x)
-
-
-def check_target(target: Any, num_classes: int) -> jax.Array:
-    """target must be an integer scalar; when concrete, in [0, num_classes)."""
-    if isinstance(target, bool) or not (
-        isinstance(target, (int, np.integer))
-        or (hasattr(target, "dtype") and jnp.issubdtype(target.dtype, jnp.integer))
-    ):
-        raise TypeError(
-            f"target must be an integer class index, got {type(target).__name__}"
-            + (f" of dtype {target.dtype}" if hasattr(target, "dtype") else "")
-        )
-    if jnp.ndim(target) != 0:
-        raise ValueError(f"target must be a scalar class index, got shape {jnp.shape(target)}")
-    if is_concrete(target) and not 0 <= int(target) < num_classes:
-        raise ValueError(f"target {int(target)} is out of range: the model has {num_classes} classes")
-    return jnp.asarray(target, jnp.int32)
-
-
 def output_size(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
     """Number of class scores f returns for one unbatched x; clear error when f rejects x."""
-    try:
-        out = jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    except Exception as e:  # the model's own error, re-raised with what the caller passed
-        raise ValueError(
-            f"f cannot take x of shape {tuple(x.shape)} (one unbatched input is expected): "
-            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-        ) from e
-    if len(out.shape) != 1:
-        raise ValueError(
-            f"f must return a vector of class scores for one unbatched x; for x of shape "
-            f"{tuple(x.shape)} it returned shape {tuple(out.shape)} (is x batched?)"
-        )
-    return out.shape[0]
+    return num_outputs(f, tuple(x.shape), x.dtype)
 
 
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False, name: str | None = None) -> Callable:
+    """Wraps fn(x, target[, key]) -> map(s) into a public method with the boundary checks.
+
+    The returned method(x, target[, key]):
+    - checks x (float array; finite when concrete), target (integer scalar; in
+      [0, number of classes) when concrete) and key (a jax.random key);
+    - under jit/vmap, where values cannot be checked, returns NaN maps when x holds a
+      non-finite value or the target is out of range (JAX would otherwise clamp the index
+      and silently explain another class);
+    - carries `model_fn` (the f it explains, or None) and `keyed`, which
+      `xai_jax.attribute` reads to range-check targets and to pass keys.
+    """
+    sizes: dict = {}
+
+    def method(x, target, *rest):
+        x = check_x(x)
+        n_classes = None
+        if f is not None:
+            sig = (tuple(x.shape), str(x.dtype))
+            if sig not in sizes:
+                sizes[sig] = num_outputs(f, sig[0], x.dtype)
+            n_classes = sizes[sig]
+        target = check_target(target, n_classes)
+        if keyed:
+            if len(rest) != 1:
+                raise TypeError(f"{method.__name__} takes (x, target, key): pass a jax.random key, "
+                                f"e.g. jax.random.key(0)")
+            rest = (check_key(rest[0]),)
+        elif rest:
+            raise TypeError(f"{method.__name__} takes (x, target); got {len(rest)} extra argument(s)")
+        out = fn(x, target, *rest)
+        ok = jnp.isfinite(x).all()
+        if n_classes is not None:
+            ok = ok & (target >= 0) & (target < n_classes)
+        return jax.tree.map(lambda o: jnp.where(ok, o, jnp.asarray(jnp.nan, o.dtype)), out)
+
+    method.__name__ = name or getattr(fn, "__name__", "method")
+    method.__qualname__ = method.__name__
+    method.__doc__ = fn.__doc__
+    method.model_fn = f
+    method.keyed = keyed
+    return method
 
 
 def model_fn(model: nn.Module, params: Any) -> Callable[[jax.Array], jax.Array]:
     """f(x) = logits of one unbatched x for a linen module applied to batches."""
+    if not hasattr(model, "apply"):
+        raise TypeError(f"model must be a flax.linen Module, got {type(model).__name__}")
     return lambda x: model.apply({"params": params}, x[None])[0]
 
 
@@ -117,20 +117,20 @@ def spatial_map(attribution: jax.Array, reduce: str = "sum") -> jax.Array:
 
 
 def layer_method_prelude(model: nn.Module, params: Any, resolve: Callable[[jax.Array], Any]):
-    """(f, prepare) for methods that read a model's layers: prepare(x, target) checks both
-    and returns (x, target, resolve(x)), resolving the layers once per input shape."""
+    """(f, layers_for) for methods that read a model's layers: layers_for(x) resolves (and
+    checks) the layers once per input shape."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a flax.linen Module, got {type(model).__name__}")
     f = model_fn(model, params)
     cache: dict = {}
 
-    def prepare(x, target):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
+    def layers_for(x):
         key = (x.shape, str(x.dtype))
         if key not in cache:
             cache[key] = resolve(x)
-        return x, target, cache[key]
+        return cache[key]
 
-    return f, prepare
+    return f, layers_for
 
 
 def _path(module: nn.Module) -> str:

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 
 from xai_jax.attribution.common import (
     apply_with_layers,
+    check_float,
+    explanation_method,
     layer_method_prelude,
     minmax,
     resolve_layer,
@@ -34,6 +36,7 @@ from xai_jax.attribution.common import (
     score_transform,
     upsample,
 )
+from xai_jax.checks import check_optional_int
 
 
 def masked_scores(f, x: jax.Array, masks: jax.Array, target, score_fn, chunk_size: int | None) -> jax.Array:
@@ -55,10 +58,14 @@ def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score:
               baseline: float = 0.0, relu: bool = True, chunk_size: int | None = None):
     """Returns cam(x, target) -> map with x's spatial shape (grad_cam's call shape)."""
     s = score_transform(score)
-    f, prepare = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
+    baseline = check_float(baseline, "baseline")
+    chunk_size = check_optional_int(chunk_size, "chunk_size")
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer path (str) or None, got {type(layer).__name__} {layer!r}")
+    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
 
     def cam(x, target):
-        x, target, (name, _) = prepare(x, target)
+        name, _ = layers_for(x)
         _, (a,) = apply_with_layers(model, params, x, [name])
         a = a[0]
         masks = _channel_masks(a, x.shape[:-1])
@@ -69,7 +76,7 @@ def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score:
             m = jax.nn.relu(m)
         return upsample(m, x.shape[:-1])
 
-    return cam
+    return explanation_method(cam, f, name="score_cam")
 
 
 def otsu_threshold(v: jax.Array, bins: int = 256) -> jax.Array:
@@ -95,10 +102,12 @@ def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, 
     threshold: keep feature maps whose mean gradient exceeds it.
     """
     s = score_transform(score)
-    f, prepare = layer_method_prelude(model, params, lambda x: resolve_layers(model, params, x, layers))
+    threshold = check_float(threshold, "threshold")
+    chunk_size = check_optional_int(chunk_size, "chunk_size")
+    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layers(model, params, x, layers))
 
     def sise_fn(x, target):
-        x, target, resolved = prepare(x, target)
+        resolved = layers_for(x)
         names = [n for n, _ in resolved]
         shapes = [sh for _, sh in resolved]
         spatial = x.shape[:-1]
@@ -122,6 +131,6 @@ def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, 
                 fused = minmax((minmax(fused) + v) * gate)
         return fused
 
-    return sise_fn
+    return explanation_method(sise_fn, f, name="sise")
 
 

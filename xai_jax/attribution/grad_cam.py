@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from xai_jax.attribution.common import (
     apply_with_layers,
+    explanation_method,
     layer_method_prelude,
     resolve_layer,
     score_transform,
@@ -34,12 +35,15 @@ from xai_jax.attribution.common import (
 
 
 def layer_gradient(model: nn.Module, params: Any, layer: str | None, score: str = "logit"):
-    """Returns fn(x, target) -> (A, dy/dA), both (layer spatial..., K), for one unbatched x."""
+    """Returns (f, fn): fn(x, target) -> (A, dy/dA), both (layer spatial..., K), for one
+    unbatched x (inputs unchecked: the public methods built on it check them)."""
     s = score_transform(score)
-    _, prepare = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer path (str) or None, got {type(layer).__name__} {layer!r}")
+    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
 
     def fn(x, target):
-        x, target, (name, shape) = prepare(x, target)
+        name, shape = layers_for(x)
 
         def score_of(delta):
             logits, acts = apply_with_layers(model, params, x, [name], [delta])
@@ -48,11 +52,11 @@ def layer_gradient(model: nn.Module, params: Any, layer: str | None, score: str 
         g, a = jax.grad(score_of, has_aux=True)(jnp.zeros(shape, x.dtype))
         return a[0], g[0]
 
-    return fn
+    return f, fn
 
 
-def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str):
-    grads = layer_gradient(model, params, layer, score)
+def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str, name: str):
+    f, grads = layer_gradient(model, params, layer, score)
 
     def cam(x, target):
         a, g = grads(x, target)
@@ -62,7 +66,7 @@ def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str):
             m = jax.nn.relu(m)
         return upsample(m, x.shape[:-1])
 
-    return cam
+    return explanation_method(cam, f, name=name)
 
 
 def _grad_cam_weights(a, g, axes):
@@ -85,10 +89,10 @@ def grad_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: b
       convolution. relu: apply the final ReLU (False keeps negative evidence).
     score: "logit" (default), "softmax" (the study) or "log_softmax".
     """
-    return _cam(_grad_cam_weights, model, params, layer, relu, score)
+    return _cam(_grad_cam_weights, model, params, layer, relu, score, "grad_cam")
 
 
 def grad_cam_plus_plus(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True,
                        score: str = "logit") -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Grad-CAM++ with grad_cam's call shape."""
-    return _cam(_grad_cam_pp_weights, model, params, layer, relu, score)
+    return _cam(_grad_cam_pp_weights, model, params, layer, relu, score, "grad_cam_plus_plus")

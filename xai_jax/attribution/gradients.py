@@ -13,9 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 
-from xai_jax.attribution.common import check_positive_int, check_target, check_x, output_size, score_transform
+from xai_jax.attribution.common import (
+    check_float,
+    check_positive_int,
+    explanation_method,
+    score_transform,
+)
+from xai_jax.checks import check_optional_int
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -24,22 +29,24 @@ def saliency(f: Callable[[jax.Array], jax.Array], *, score: str = "logit") -> Me
     """Returns grad(x, target) -> dF_target/dx shaped like x."""
     s = score_transform(score)
 
-    def method(x, target):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
+    def saliency_map(x, target):
         return jax.grad(lambda z: s(f(z))[target])(x)
 
-    return method
+    return explanation_method(saliency_map, f, name="saliency")
 
 
 def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit") -> Method:
     """Returns gxi(x, target) -> x * dF_target/dx."""
-    grad = saliency(f, score=score)
-    return lambda x, target: x * grad(x, target)
+    s = score_transform(score)
+
+    def gxi(x, target):
+        return x * jax.grad(lambda z: s(f(z))[target])(x)
+
+    return explanation_method(gxi, f, name="gradient_x_input")
 
 
 def smoothgrad(
-    method: Method | Callable[[jax.Array], jax.Array],
+    method: Method | None = None,
     *,
     n_samples: int = 32,
     sigma: float = 0.15,
@@ -50,23 +57,23 @@ def smoothgrad(
 
     method: an attribution method (x, target) -> map, e.g. saliency(f) or
       integrated_gradients(f); if `f` is given instead, SmoothGrad of saliency(f).
-    sigma: noise std as a fraction of (max x - min x); > 0.
+    sigma: noise std as a fraction of (max x - min x); finite, > 0.
     chunk_size: evaluate the noisy samples chunk_size at a time (bounded memory).
+    A NaN in x gives a NaN map (the noise scale is NaN too), never a finite one.
     """
     n_samples = check_positive_int(n_samples, "n_samples")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    sigma = check_float(sigma, "sigma", low=0.0, low_open=True)
+    chunk_size = check_optional_int(chunk_size, "chunk_size")
     if f is not None:
+        if method is not None:
+            raise TypeError("smoothgrad takes either a method or f=, not both")
         method = saliency(f)
-    if chunk_size is not None:
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
+    if not callable(method):
+        raise TypeError(f"method must be an attribution method (x, target) -> map, got {type(method).__name__}")
+    if getattr(method, "keyed", False):
+        raise TypeError("smoothgrad wraps an unkeyed method (x, target) -> map; this method takes a key")
 
     def sg(x, target, key):
-        x = check_x(x)
-        if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)) and not (
-            hasattr(key, "shape") and key.shape == (2,) and key.dtype == jnp.uint32
-        ):
-            raise TypeError(f"key must be a jax.random key, got {type(key).__name__}")
         std = sigma * (x.max() - x.min())
         noise = std * jax.random.normal(key, (n_samples, *x.shape), x.dtype)
         one = lambda eps: method(x + eps, target)  # noqa: E731
@@ -74,4 +81,4 @@ def smoothgrad(
             return jax.vmap(one)(noise).mean(0)
         return jax.lax.map(one, noise, batch_size=chunk_size).mean(0)
 
-    return sg
+    return explanation_method(sg, getattr(method, "model_fn", None), keyed=True, name="smoothgrad")

@@ -35,11 +35,13 @@ import numpy as np
 
 from xai_jax.attribution.common import (
     check_positive_int,
+    output_size,
     check_target,
     check_x,
-    output_size,
+    explanation_method,
     score_transform,
 )
+from xai_jax.checks import check_choice, check_optional_int, is_concrete
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre")
 Baseline = float | jax.Array | np.ndarray | Callable[[jax.Array], jax.Array]
@@ -48,7 +50,8 @@ Baseline = float | jax.Array | np.ndarray | Callable[[jax.Array], jax.Array]
 @lru_cache(maxsize=64)
 def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """(alphas, weights) of a rule with `steps` nodes on [0, 1]; the weights sum to 1."""
-    n = steps
+    n = check_positive_int(steps, "steps")
+    check_choice(rule, "rule", (*RULES, "linspace_mean"))
     if rule == "riemann_left":
         a, w = np.arange(n) / n, np.full(n, 1.0 / n)
     elif rule == "riemann_right":
@@ -73,14 +76,44 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.float32), w.astype(np.float32)
 
 
-def resolve_baseline(baseline: Baseline, x: jax.Array) -> jax.Array:
-    """The baseline for x: a scalar, an array shaped like x, or a callable x -> baseline."""
-    b = baseline(x) if callable(baseline) else baseline
+def check_baseline(baseline: Baseline, name: str = "baseline") -> Baseline:
+    """At construction: a callable, or a finite real scalar / array (kept as float32 NumPy)."""
+    if callable(baseline):
+        return baseline
+    if isinstance(baseline, (str, bytes, bool, np.bool_)) or baseline is None:
+        raise TypeError(f"{name} must be a number, an array shaped like x or a callable x -> baseline, "
+                        f"got {type(baseline).__name__} {baseline!r}")
+    if not is_concrete(baseline):
+        return baseline
+    b = np.asarray(baseline)
+    if not (np.issubdtype(b.dtype, np.floating) or np.issubdtype(b.dtype, np.integer)) or b.dtype == bool:
+        raise TypeError(f"{name} must be numeric, got an array of dtype {b.dtype}")
+    if not np.isfinite(b).all():
+        raise ValueError(f"{name} contains NaN or inf values (shape {b.shape}); a baseline must be finite")
+    return b.astype(np.float32)
+
+
+def resolve_baseline(baseline: Baseline, x: jax.Array, name: str = "baseline") -> jax.Array:
+    """The baseline for x: a scalar, an array shaped like x, or a callable x -> baseline
+    (whose output is checked: numeric, scalar or x's shape, finite when concrete)."""
+    if callable(baseline):
+        b = baseline(x)
+        if not hasattr(b, "shape") and not isinstance(b, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}(x) must return a number or an array shaped like x, got {type(b).__name__}")
+        b = jnp.asarray(b)
+        if not (jnp.issubdtype(b.dtype, jnp.floating) or jnp.issubdtype(b.dtype, jnp.integer)) or b.dtype == bool:
+            raise TypeError(f"{name}(x) must return a numeric array, got dtype {b.dtype}")
+        if is_concrete(b) and not bool(np.isfinite(np.asarray(b)).all()):
+            raise ValueError(f"{name}(x) returned NaN or inf values; a baseline must be finite")
+        what = f"{name}(x) returned"
+    else:
+        b = check_baseline(baseline, name)
+        what = f"{name} has"
     b = jnp.asarray(b, x.dtype)
     if b.ndim == 0:
         return x * 0.0 + b  # not a constant: XLA would otherwise constant-fold f(baseline)
     if b.shape != x.shape:
-        raise ValueError(f"baseline has shape {tuple(b.shape)}, expected a scalar or x's shape {tuple(x.shape)}")
+        raise ValueError(f"{what} shape {tuple(b.shape)}, expected a scalar or x's shape {tuple(x.shape)}")
     return b
 
 
@@ -88,6 +121,8 @@ def completeness_delta(f: Callable, attributions: jax.Array, x: jax.Array, targe
                        score: str = "logit") -> jax.Array:
     """sum(attributions) - (F(x) - F(baseline)) for one input; F the target's score."""
     s = score_transform(score)
+    x = check_x(x)
+    target = check_target(target, output_size(f, x))
     b = resolve_baseline(baseline, x)
     return attributions.sum() - (s(f(x))[target] - s(f(b))[target])
 
@@ -120,9 +155,11 @@ def integrated_gradients(
     """
     steps = check_positive_int(steps, "steps")
     alphas, weights = quadrature(rule, steps)
+    chunk_size = check_optional_int(chunk_size, "chunk_size")
     if chunk_size is not None:
-        chunk_size = min(check_positive_int(chunk_size, "chunk_size"), steps)
+        chunk_size = min(chunk_size, steps)
     s = score_transform(score)
+    baseline = check_baseline(baseline)
 
     def path_gradient_sum(x, b, target):
         def weighted_grads(alphas_c, weights_c, x, b):
@@ -140,14 +177,14 @@ def integrated_gradients(
         return total
 
     def ig(x, target):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
         b = resolve_baseline(baseline, x)
         avg = path_gradient_sum(x, b, target)
         attributions = (x - b) * avg if multiply_by_inputs else avg
+        if callable(baseline):  # a traced baseline cannot be checked: NaN out, never a finite map
+            attributions = jnp.where(jnp.isfinite(b).all(), attributions, jnp.nan)
         if return_delta:
             delta = attributions.sum() - (s(f(x))[target] - s(f(b))[target])
             return attributions, delta
         return attributions
 
-    return ig
+    return explanation_method(ig, f, name="integrated_gradients")

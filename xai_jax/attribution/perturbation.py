@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.common import check_positive_int, check_target, check_x, output_size, score_transform
+from xai_jax.attribution.common import check_float, check_positive_int, explanation_method, score_transform
+from xai_jax.checks import check_optional_int
 
 
 def _spatial(x: jax.Array) -> tuple[int, ...]:
@@ -64,14 +65,12 @@ def rise(
     n_masks = check_positive_int(n_masks, "n_masks")
     grid = check_positive_int(grid, "grid")
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), n_masks)
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"p must lie in (0, 1], got {p!r}")
+    p = check_float(p, "p", low=0.0, high=1.0, low_open=True)
+    fill = check_float(fill, "fill")
     s = score_transform(score)
     n_chunks = -(-n_masks // chunk_size)
 
     def rise_fn(x, target, key):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
         spatial = _spatial(x)
         if grid > min(spatial):
             raise ValueError(f"grid {grid} exceeds the input's spatial size {spatial}")
@@ -85,7 +84,7 @@ def rise(
         total, _ = jax.lax.scan(body, jnp.zeros(spatial, x.dtype), jnp.arange(n_chunks))
         return total / (n_masks * p)
 
-    return rise_fn
+    return explanation_method(rise_fn, f, keyed=True, name="rise")
 
 
 def occlusion(
@@ -98,23 +97,37 @@ def occlusion(
     chunk_size: int | None = None,
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns occ(x, target) -> map with x's spatial shape: mean score drop of the windows
-    covering each position (positions no window covers get 0)."""
+    covering each position (positions no window covers get 0).
+
+    window, stride: positive ints, or one positive int per spatial axis (stride defaults
+    to window). baseline: the finite value a window is replaced by.
+    """
     s = score_transform(score)
+    baseline = check_float(baseline, "baseline")
+    chunk_size = check_optional_int(chunk_size, "chunk_size")
+
+    def sizes(v, name):
+        if isinstance(v, (tuple, list)):
+            if not v:
+                raise ValueError(f"{name} must be a positive int or a non-empty tuple of them, got {v!r}")
+            return tuple(check_positive_int(a, name) for a in v)
+        return check_positive_int(v, name)
+
+    window = sizes(window, "window")
+    stride = sizes(stride, "stride") if stride is not None else window
 
     def per_axis(v, name, ndim):
-        v = (v,) * ndim if isinstance(v, (int, np.integer)) else tuple(v)
+        v = (v,) * ndim if isinstance(v, int) else v
         if len(v) != ndim:
             raise ValueError(f"{name} must have {ndim} entries for this input, got {v}")
-        return tuple(check_positive_int(int(a), name) for a in v)
+        return v
 
     def occ(x, target):
-        x = check_x(x)
-        target = check_target(target, output_size(f, x))
         spatial = _spatial(x)
         win = per_axis(window, "window", len(spatial))
         if any(w > d for w, d in zip(win, spatial)):
             raise ValueError(f"window {win} is larger than the input's spatial size {spatial}")
-        st = per_axis(stride if stride is not None else window, "stride", len(spatial))
+        st = per_axis(stride, "stride", len(spatial))
         starts = np.array(list(itertools.product(*[range(0, d - w + 1, t) for d, w, t in zip(spatial, win, st)])))
         grids = np.meshgrid(*[np.arange(d) for d in spatial], indexing="ij")
         covers = np.stack([
@@ -132,4 +145,4 @@ def occlusion(
         total = jnp.tensordot(drops, covers_j, axes=1)
         return jnp.where(count > 0, total / np.maximum(count, 1), 0.0)
 
-    return occ
+    return explanation_method(occ, f, name="occlusion")

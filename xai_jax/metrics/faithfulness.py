@@ -7,33 +7,73 @@ evaluated in one vmapped, jitted call per batch of inputs.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.batching import validate_batch
 from xai_jax.attribution.common import score_transform
 from xai_jax.batches import run_in_batches
+from xai_jax.checks import (
+    check_batch,
+    check_finite_maps,
+    check_float,
+    check_int,
+    check_targets,
+    num_outputs,
+)
+
+PREDICTED = -1  # internal marker for "the predicted class" (targets=None); never accepted from callers
 
 
-def _check_maps(xs: np.ndarray, maps) -> np.ndarray:
-    maps = np.asarray(maps, np.float32)
-    if maps.shape != xs.shape[:-1]:
-        raise ValueError(f"saliency must have the inputs' spatial shape {xs.shape[:-1]}, got {maps.shape}")
-    if not np.isfinite(maps).all():
-        raise ValueError("saliency contains NaN or inf values")
-    return maps
+def _prepare(f, xs, saliency, targets, batch_size, who: str):
+    """Checked (xs, maps, targets) for a model-truth metric: float finite xs (N >= 1, ...),
+    finite maps of the inputs' spatial shape, targets in [0, classes of f) or None."""
+    xs = np.asarray(check_batch(xs, "xs", who=who), np.float32)
+    if xs.ndim < 3:
+        raise ValueError(f"xs must be (N, length, channels) or (N, H, W, channels), got shape {xs.shape}")
+    check_int(batch_size, "batch_size", 1)
+    maps = check_finite_maps(saliency, xs.shape[:-1])
+    n_classes = num_outputs(f, xs.shape[1:])
+    if targets is None:
+        targets = np.full(xs.shape[0], PREDICTED, np.int32)
+    else:
+        targets = check_targets(targets, xs.shape[0], n_classes)
+    return xs, maps, targets
 
 
-def _runner(one: Callable, mesh, n_args: int) -> Callable:
-    """jit(vmap(one)), or sharded over the mesh's "data" axis when a mesh is given."""
-    if mesh is None:
-        return jax.jit(jax.vmap(one))
-    from xai_jax.distributed import sharded_vmap
+def _keep_count(k: float, n_pos: int) -> int:
+    """round(k * n_pos) positions, at least one (a clear error names k otherwise)."""
+    k = check_float(k, "k", low=0.0, high=1.0, low_open=True)
+    n_keep = int(round(k * n_pos))
+    if n_keep < 1:
+        raise ValueError(f"k={k:g} keeps round(k * {n_pos}) = 0 of the {n_pos} spatial positions; "
+                         f"use k >= {1.0 / n_pos:.4g}")
+    return n_keep
 
-    return sharded_vmap(one, mesh, n_args)
+
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _runner(f: Callable, settings: tuple, make_one: Callable[[], Callable], mesh, n_args: int) -> Callable:
+    """jit(vmap(one)), or sharded over the mesh's "data" axis, cached per (f, settings) so
+    that measuring many methods' maps with one model compiles once."""
+    try:
+        cache = _RUNNERS.setdefault(f, {})
+    except TypeError:  # f cannot be weakly referenced: no cache
+        cache = {}
+    tag = (*settings, id(mesh) if mesh is not None else None)
+    if tag not in cache:
+        one = make_one()
+        if mesh is None:
+            cache[tag] = jax.jit(jax.vmap(one))
+        else:
+            from xai_jax.distributed import sharded_vmap
+
+            cache[tag] = sharded_vmap(one, mesh, n_args)
+    return cache[tag]
 
 
 def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, mesh=None) -> list[np.ndarray]:
@@ -47,7 +87,7 @@ def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, m
 def top_k_mask(saliency: jax.Array, k: float) -> jax.Array:
     """1 at the round(k * size) positions of highest saliency (ties broken by position)."""
     flat = saliency.ravel()
-    n_keep = int(round(k * flat.size))
+    n_keep = _keep_count(k, flat.size)
     order = jnp.argsort(-flat, stable=True)
     keep = jnp.zeros(flat.size, bool).at[order[:n_keep]].set(True)
     return keep.reshape(saliency.shape)
@@ -71,16 +111,13 @@ def drop_increase(
     Y = score of the class on x and O on the masked x: drop% = ReLU((Y - O) / Y),
     increase = O > Y. targets: the class per input (default: the predicted class).
     Returns per-input "drop" and "increase" arrays and their means "drop_rate",
-    "increase_rate".
+    "increase_rate". Targets must be classes in [0, C) (None: the predicted class); k
+    must keep at least one position; non-finite xs or maps are rejected.
     """
-    if not 0.0 < k <= 1.0:
-        raise ValueError(f"k must lie in (0, 1], got {k!r}")
-    xs = np.asarray(xs, np.float32)
-    maps = _check_maps(xs, saliency)
+    xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "drop_increase")
+    _keep_count(k, int(np.prod(maps.shape[1:])))
+    fill = check_float(fill, "fill")
     s = score_transform(score)
-    if targets is None:
-        targets = np.full(xs.shape[0], -1, np.int32)
-    xs, targets = validate_batch(xs, targets)
 
     def one(x, m, t):
         probs = s(f(x))
@@ -90,12 +127,14 @@ def drop_increase(
         y, o = probs[c], s(f(masked))[c]
         return jax.nn.relu((y - o) / y), (o > y).astype(jnp.float32)
 
-    drop, inc = _in_batches(_runner(one, mesh, 3), (xs, maps, targets), batch_size, mesh)
+    run = _runner(f, ("drop_increase", k, fill, score), lambda: one, mesh, 3)
+    drop, inc = _in_batches(run, (xs, maps, targets), batch_size, mesh)
     return {"drop": drop, "increase": inc, "drop_rate": float(drop.mean()), "increase_rate": float(inc.mean())}
 
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     """Separable Gaussian blur of x (*spatial, C) over its spatial axes (edge-padded)."""
+    sigma = check_float(sigma, "blur_sigma", low=0.0, low_open=True)
     radius = max(1, int(3 * sigma))
     t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     kernel = jnp.exp(-0.5 * (t / sigma) ** 2)
@@ -129,10 +168,10 @@ def deletion_insertion(
     every step; AUC is the trapezoid area over the removed/inserted fraction in [0, 1].
     Returns per-input curves (N, steps + 1), AUCs (N,) and their means.
     """
-    xs = np.asarray(xs, np.float32)
-    maps = _check_maps(xs, saliency)
-    if not isinstance(step, int) or step < 1:
-        raise ValueError(f"step must be a positive int, got {step!r}")
+    xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "deletion_insertion")
+    step = check_int(step, "step", 1)
+    baseline = check_float(baseline, "baseline")
+    blur_sigma = check_float(blur_sigma, "blur_sigma", low=0.0, low_open=True)
     n_pos = int(np.prod(xs.shape[1:-1]))
     if step > n_pos:
         raise ValueError(f"step {step} exceeds the {n_pos} spatial positions")
@@ -140,9 +179,6 @@ def deletion_insertion(
     counts = np.minimum(np.arange(n_steps + 1) * step, n_pos)
     fractions = counts / n_pos
     s = score_transform(score)
-    if targets is None:
-        targets = np.full(xs.shape[0], -1, np.int32)
-    xs, targets = validate_batch(xs, targets)
 
     def one(x, m, t):
         c = jnp.where(t < 0, jnp.argmax(f(x)), t)
@@ -157,7 +193,8 @@ def deletion_insertion(
 
         return jax.vmap(at)(jnp.asarray(counts))
 
-    deletion, insertion = _in_batches(_runner(one, mesh, 3), (xs, maps, targets), batch_size, mesh)
+    run = _runner(f, ("deletion_insertion", step, baseline, blur_sigma, score, n_pos), lambda: one, mesh, 3)
+    deletion, insertion = _in_batches(run, (xs, maps, targets), batch_size, mesh)
     auc = lambda curves: np.trapezoid(curves, fractions, axis=1)  # noqa: E731
     d_auc, i_auc = auc(deletion), auc(insertion)
     return {"fractions": fractions, "deletion_curve": deletion, "insertion_curve": insertion,

@@ -15,11 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import rankdata
 
+from xai_jax.attribution.common import model_fn
 from xai_jax.batches import run_in_batches
+from xai_jax.checks import check_batch, check_int, check_key, check_targets, num_outputs
 
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row pair (N, D) x (N, D); 0 where a row is constant."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim < 1 or len(a) == 0:
+        raise ValueError(f"a and b must be non-empty arrays of the same shape, got {a.shape} and {b.shape}")
     ra = rankdata(a.reshape(len(a), -1), axis=1)
     rb = rankdata(b.reshape(len(b), -1), axis=1)
     ra -= ra.mean(1, keepdims=True)
@@ -46,10 +51,18 @@ def cascading_randomisation(
 
     make_method: params -> method (x, target) -> map. absolute: compare |map| (as Adebayo
     et al. do for signed maps). reduce: collapse a map to its spatial shape (e.g. channel sum).
+    xs: (N >= 1, ...) finite; targets: (N,) classes in [0, C). A method that returns
+    non-finite maps is reported (ValueError), never correlated.
     """
+    if not callable(make_method):
+        raise TypeError(f"make_method must be a function params -> method, got {type(make_method).__name__}")
+    xs = np.asarray(check_batch(xs, "xs", who="cascading_randomisation"), np.float32)
+    targets = check_targets(targets, xs.shape[0], num_outputs(model_fn(model, params), xs.shape[1:]))
+    key = check_key(key)
+    if method_key is not None:
+        method_key = check_key(method_key, "method_key")
+    check_int(batch_size, "batch_size", 1)
     layers = list(params.keys())  # flax keeps call order
-    xs = np.asarray(xs, np.float32)
-    targets = np.asarray(targets, np.int32)
     fresh = model.init(key, jnp.zeros((1, *xs.shape[1:]), jnp.float32))["params"]
     keyed = method_key is not None
     mkey = method_key if keyed else jax.random.key(0)
@@ -68,6 +81,9 @@ def cascading_randomisation(
         out = run_in_batches(lambda x, t, i: run(p, x, t, i), (xs, targets), min(batch_size, len(xs)),
                              with_index=True)
         out = reduce(out) if reduce is not None else out
+        bad = ~np.isfinite(np.asarray(out).reshape(len(xs), -1)).all(1)
+        if bad.any():
+            raise ValueError(f"the method returned NaN or inf maps for inputs {np.flatnonzero(bad)[:5].tolist()}")
         return np.abs(out) if absolute else out
 
     original = maps(params)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from xai_jax.checks import check_float, check_int
+
 
 def bootstrap_ci(values, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """(mean, lower, upper): percentile bootstrap confidence interval of the mean."""
     v = np.asarray(values, np.float64).ravel()
     if v.size == 0:
-        raise ValueError("values is empty")
+        raise ValueError("bootstrap_ci needs at least one value; values is empty")
+    if not np.isfinite(v).all():
+        raise ValueError(f"values contains {int((~np.isfinite(v)).sum())} NaN or inf entries")
+    check_int(n_boot, "n_boot", 1)
+    check_int(seed, "seed", 0)
+    check_float(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, v.size, (n_boot, v.size))].mean(1)
     alpha = (1 - level) / 2

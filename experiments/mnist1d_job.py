@@ -4,8 +4,11 @@ Generate the data (offline), train the study's architecture with our recipe and 
 preset, evaluate and checkpoint them, explain the test set with every method, measure
 every metric, and write results/mnist1d/ (metrics, tables, figures, report.md).
 
-    python experiments/mnist1d.py            # the full job (a few minutes on 2 CPU cores)
-    python experiments/mnist1d.py --quick    # a smoke run in well under a minute
+    python experiments/mnist1d_job.py            # the full job (a few minutes on 2 CPU cores)
+    python experiments/mnist1d_job.py --quick    # the same code path, tiny settings (make smoke)
+
+(The file is not called mnist1d.py: a script's folder is first on sys.path, so that name
+would shadow the mnist1d package that generates the data.)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax
 import numpy as np
 
 import xai_jax as xj
+from xai_jax.cli import positive_int, seed
 from xai_jax.compare import explain_all, measure_all, method_suite, predictions, sanity_all
 from xai_jax.data.augment import random_circular_shift
 from xai_jax.data.mnist1d import DEFAULT_CACHE, load_mnist1d
@@ -39,11 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "results" / "mnist1d")
     p.add_argument("--ckpt-dir", type=Path, default=ROOT / "checkpoints" / "mnist1d")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_CACHE)
-    p.add_argument("--n-explain", type=int, default=1000, help="test inputs explained and measured")
-    p.add_argument("--n-sanity", type=int, default=100, help="test inputs for the randomisation check")
+    p.add_argument("--n-explain", type=positive_int, default=1000, help="test inputs explained and measured")
+    p.add_argument("--n-sanity", type=positive_int, default=100, help="test inputs for the randomisation check")
     p.add_argument("--retrain", action="store_true", help="ignore existing checkpoints")
-    p.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny run for smoke tests (same code path)")
+    p.add_argument("--seed", type=seed, default=0)
     return p.parse_args(argv)
 
 
@@ -53,6 +57,12 @@ def main(argv=None) -> dict:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     data = load_mnist1d(cache_dir=args.data_dir)
+    n_test = len(data.y_test)
+    for flag, value in (("--n-explain", args.n_explain), ("--n-sanity", args.n_sanity)):
+        if value > n_test:
+            raise SystemExit(f"{flag} {value} exceeds the {n_test} test inputs")
+    if args.n_sanity > args.n_explain:
+        raise SystemExit(f"--n-sanity {args.n_sanity} exceeds --n-explain {args.n_explain}")
     recipes = dict(RECIPES)
     if args.quick:
         recipes = {"study": TrainConfig(steps=300, batch_size=128, learning_rate=1e-2, warmup_steps=30)}

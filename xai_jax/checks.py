@@ -1,0 +1,198 @@
+"""Input checks for the public boundary: one place, one wording.
+
+Every check raises TypeError (wrong kind of thing) or ValueError (right kind, bad value)
+with a message that names the argument, says what was received and what was expected.
+Shapes, ranks and dtypes are static under jit and always checked. Values (NaN, the range
+of a target) can only be checked when concrete; traced values are left to the NaN guard
+of the methods (see xai_jax.attribution.common.explanation_method).
+
+This module sits below every other one (data, models, train, attribution, metrics).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TRACER = getattr(jax.core, "Tracer", None)
+if _TRACER is None:  # moved in newer JAX releases
+    from jax._src.core import Tracer as _TRACER  # noqa: N811
+
+
+def is_concrete(*xs: Any) -> bool:
+    """True when no argument is a tracer (so its values can be checked in Python)."""
+    return not any(isinstance(x, _TRACER) for x in xs)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """A Python/NumPy int (bools rejected) >= minimum."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    return check_int(value, name, minimum)
+
+
+def check_optional_int(value: Any, name: str, minimum: int = 1) -> int | None:
+    return None if value is None else check_int(value, name, minimum)
+
+
+def check_float(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (bools and strings rejected) in the given interval."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if hasattr(value, "shape") and np.ndim(value) == 0 and is_concrete(value):
+            value = float(np.asarray(value))
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    lo_bad = low is not None and (value <= low if low_open else value < low)
+    hi_bad = high is not None and (value >= high if high_open else value > high)
+    if lo_bad or hi_bad:
+        if high is None:
+            want = f"be {'>' if low_open else '>='} {low:g}"
+        elif low is None:
+            want = f"be {'<' if high_open else '<='} {high:g}"
+        else:
+            want = f"lie in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must {want}, got {value:g}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: tuple) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_array(x: Any, name: str = "x", *, float_only: bool = True) -> Any:
+    """An array (NumPy, JAX or tracer) of a float (or, if allowed, integer) dtype."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    if float_only and not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a float dtype, got {x.dtype}")
+    return x
+
+
+def check_x(x: Any, name: str = "x") -> jax.Array:
+    """One unbatched input: a float array; when concrete, finite."""
+    check_array(x, name)
+    if is_concrete(x) and not bool(np.isfinite(np.asarray(x)).all()):
+        raise ValueError(f"{name} contains NaN or inf values (shape {tuple(x.shape)})")
+    return jnp.asarray(x)
+
+
+def check_target(target: Any, num_classes: int | None, name: str = "target") -> jax.Array:
+    """An integer scalar class index; when concrete (and num_classes known), in [0, num_classes)."""
+    if isinstance(target, (bool, np.bool_)) or not (
+        _is_int(target) or (hasattr(target, "dtype") and jnp.issubdtype(target.dtype, jnp.integer))
+    ):
+        raise TypeError(
+            f"{name} must be an integer class index, got {type(target).__name__}"
+            + (f" of dtype {target.dtype}" if hasattr(target, "dtype") else f" {target!r}")
+        )
+    if jnp.ndim(target) != 0:
+        raise ValueError(f"{name} must be a scalar class index, got shape {jnp.shape(target)}")
+    if num_classes is not None and is_concrete(target) and not 0 <= int(target) < num_classes:
+        raise ValueError(f"{name} {int(target)} is out of range: the model has {num_classes} classes "
+                         f"(expected a class in [0, {num_classes}))")
+    return jnp.asarray(target, jnp.int32)
+
+
+def check_key(key: Any, name: str = "key") -> jax.Array:
+    """A jax.random key: a typed key (jax.random.key) or a legacy uint32 (2,) key."""
+    typed = hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    legacy = hasattr(key, "dtype") and key.dtype == jnp.uint32 and tuple(key.shape) == (2,)
+    if not (typed or legacy):
+        got = type(key).__name__ + (f" of dtype {key.dtype}, shape {tuple(key.shape)}" if hasattr(key, "dtype")
+                                    else f" {key!r}")
+        raise TypeError(f"{name} must be a jax.random key (e.g. jax.random.key(0)), got {got}")
+    if typed and jnp.ndim(key) != 0:
+        raise ValueError(f"{name} must be a single jax.random key, got a key array of shape {tuple(key.shape)}")
+    return key
+
+
+def check_batch(xs: Any, name: str = "xs", *, who: str = "this function") -> np.ndarray | jax.Array:
+    """A batch (N, ...) of float inputs with N >= 1, all finite. NumPy in, NumPy out; a
+    jax.Array stays on its device (the finiteness test runs there)."""
+    if isinstance(xs, (list, tuple)):
+        xs = np.asarray(xs)
+    check_array(xs, name)
+    if xs.ndim < 2:
+        raise ValueError(f"{name} must be a batch (N, ...) of inputs, got shape {tuple(xs.shape)}")
+    if xs.shape[0] == 0:
+        raise ValueError(f"{who} needs at least one input; {name} has shape {tuple(xs.shape)}")
+    flat = xs.reshape(xs.shape[0], -1)
+    bad = ~(jnp.isfinite(flat).all(1) if isinstance(xs, jax.Array) else np.isfinite(flat).all(1))
+    if bool(bad.any()):
+        idx = np.flatnonzero(np.asarray(bad))
+        raise ValueError(f"{name} contains NaN or inf values (inputs {idx[:5].tolist()}"
+                         f"{' ...' if idx.size > 5 else ''} of {xs.shape[0]})")
+    return xs
+
+
+def check_targets(targets: Any, n: int, num_classes: int | None, name: str = "targets") -> np.ndarray:
+    """Integer class indices (n,) in [0, num_classes); negatives are rejected."""
+    targets = np.asarray(targets)
+    if targets.dtype == bool or not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"{name} must be integer class indices, got dtype {targets.dtype}")
+    if targets.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match the inputs, got {targets.shape}")
+    if targets.size and targets.min() < 0:
+        raise ValueError(f"{name} must be class indices >= 0, got {int(targets.min())} "
+                         f"(pass targets=None for the predicted class)")
+    if num_classes is not None and targets.size and targets.max() >= num_classes:
+        raise ValueError(f"{name} must lie in [0, {num_classes}) (the model has {num_classes} classes), "
+                         f"got {int(targets.max())}")
+    return targets.astype(np.int32)
+
+
+def check_finite_maps(maps: Any, shape: tuple[int, ...], name: str = "saliency",
+                      like: str = "the inputs' spatial shape") -> np.ndarray:
+    """Saliency maps of a given shape, all finite; returned as float32 NumPy."""
+    if not hasattr(maps, "shape"):
+        maps = np.asarray(maps)
+    if maps.dtype == object or not (np.issubdtype(maps.dtype, np.floating) or np.issubdtype(maps.dtype, np.integer)):
+        raise TypeError(f"{name} must be a numeric array, got dtype {maps.dtype}")
+    if tuple(maps.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} ({like}), got {tuple(maps.shape)}")
+    maps = np.asarray(maps, np.float32)
+    bad = ~np.isfinite(maps.reshape(maps.shape[0], -1)).all(1) if maps.ndim else ~np.isfinite(maps)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise ValueError(f"{name} contains NaN or inf values (maps {idx[:5].tolist()}{' ...' if idx.size > 5 else ''})")
+    return maps
+
+
+def num_outputs(f: Any, x_shape: tuple[int, ...], dtype=jnp.float32, name: str = "f") -> int:
+    """Number of class scores f returns for one unbatched input of x_shape (jax.eval_shape);
+    a clear error when f rejects such an input or returns something other than a vector."""
+    if not callable(f):
+        raise TypeError(f"{name} must be a function x -> class scores, got {type(f).__name__}")
+    try:
+        out = jax.eval_shape(f, jax.ShapeDtypeStruct(tuple(x_shape), dtype))
+    except Exception as e:  # the model's own error, re-raised with what the caller passed
+        raise ValueError(
+            f"{name} cannot take x of shape {tuple(x_shape)} (one unbatched input is expected): "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        ) from e
+    if not hasattr(out, "shape") or len(out.shape) != 1:
+        raise ValueError(
+            f"{name} must return a vector of class scores for one unbatched x; for x of shape "
+            f"{tuple(x_shape)} it returned {getattr(out, 'shape', type(out).__name__)} (is x batched?)"
+        )
+    return int(out.shape[0])
