@@ -7,18 +7,21 @@ Readers (none downloads anything):
 - `load_zip(path)`: the original `Kather_texture_2016_image_tiles_5000.zip` (class folders
   01_TUMOR ... 08_EMPTY of 150x150 .tif), read with PIL; no TensorFlow needed.
 - `load_folder(path)`: the same class folders unpacked, or flat files whose names hold the
-  label (`..._label_<c>.png`), PNG or TIFF, RGB or RGBA, any size.
+  label (`..._label_<c>.png`), PNG or TIFF, RGB or RGBA, 8- or 16-bit, any size.
 - `load_tfds(data_dir)`: an already-prepared tensorflow-datasets data dir (optional extra).
-Every reader resizes to `size` x `size` (bilinear), scales to [0, 1] float32 and returns
-labels in the tfds order below. `stratified_split` makes a deterministic split by seed.
+Every reader resizes to `size` x `size` (bilinear), scales to [0, 1] float32 (8-bit / 255,
+16-bit / 65535), skips macOS debris (`__MACOSX/`, `._name`) and returns labels in the tfds
+order below. `stratified_split` makes a deterministic split by seed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ HOW_TO_GET = (
     f"Download {ZIP_NAME} from Zenodo record 53169 (https://zenodo.org/record/53169) on a "
     f"machine with internet access and pass its path (or put it in data/hmt/{ZIP_NAME})."
 )
+_CACHE_FORMAT = 2  # bump when the decoding changes, so that old cache files are not reused
 _LABEL_IN_NAME = re.compile(r"label_(\d+)")
 
 
@@ -45,18 +49,50 @@ class HMTData:
     files: tuple[str, ...]
 
 
+def _bits(im) -> int | None:
+    """Bits per sample of a decoded PIL image: 8, 16, or None for anything else (32-bit, float)."""
+    from PIL import ImageMode
+
+    if ImageMode.getmode(im.mode).typestr[-2:] in ("u1", "b1"):
+        return 8
+    if im.mode.startswith("I;16") and im.mode[4:] in ("", "B", "L", "N"):
+        return 16
+    if im.mode == "I":  # older Pillow opens 16-bit grayscale PNG/TIFF as 32-bit "I"
+        tiff_bits = getattr(im, "tag_v2", {}).get(258)
+        if im.format == "PNG" or tiff_bits in (16, (16,)):
+            return 16
+    return None
+
+
 def _decode(data: bytes | Path, name: str, size: int) -> np.ndarray:
+    """(size, size, 3) float32 in [0, 1]: 8-bit images / 255, 16-bit ones / 65535 (grayscale
+    replicated to three channels); bilinear resize (16-bit: in float, per channel)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
             im.load()
-            rgb = im.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
-            return np.asarray(rgb, np.float32) / 255.0
+            mode, bits = im.mode, _bits(im)
+            if bits == 8:
+                rgb = im.convert("RGB")
+                if rgb.size != (size, size):
+                    rgb = rgb.resize((size, size), Image.BILINEAR)
+                return np.asarray(rgb, np.float32) / 255.0
+            if bits == 16:
+                gray = Image.fromarray(np.asarray(im, np.float32) / 65535.0)  # mode "F"
+                if gray.size != (size, size):
+                    gray = gray.resize((size, size), Image.BILINEAR)
+                return np.repeat(np.asarray(gray, np.float32)[..., None], 3, axis=-1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"image {name!r} is corrupt or not an image: {e}") from e
+    raise ValueError(f"image {name!r} has PIL mode {mode!r}, which has no defined [0, 1] scale; "
+                     f"expected 8-bit (L, LA, P, RGB, RGBA) or 16-bit grayscale (I;16) PNG/TIFF/JPEG")
+
+
+def _skipped(rel: str) -> bool:
+    """macOS archive debris: anything under __MACOSX/ and AppleDouble `._name` files."""
+    parts = Path(rel).parts
+    return "__MACOSX" in parts or parts[-1].startswith("._")
 
 
 def _label_from_path(rel: str) -> int | None:
@@ -86,13 +122,20 @@ def _validate_size(size: int) -> int:
     return int(size)
 
 
+def _folder_images(root: Path) -> list[Path]:
+    """The image files under `root`, sorted, without macOS debris (see _skipped)."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not _skipped(str(p.relative_to(root))))
+
+
 def load_folder(path: str | os.PathLike, size: int = 224) -> HMTData:
-    """Reads every image under `path` (class folders or `label_<c>` names), sorted by path."""
+    """Reads every image under `path` (class folders or `label_<c>` names), sorted by path;
+    skips macOS debris (`__MACOSX/`, `._name`)."""
     size = _validate_size(size)
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"path {str(root)!r} is not a folder. {HOW_TO_GET}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = _folder_images(root)
     if not files:
         raise ValueError(f"path {str(root)!r} holds no PNG/TIFF/JPEG images. {HOW_TO_GET}")
     labels = [_check_label(_label_from_path(str(p.relative_to(root))), str(p)) for p in files]
@@ -101,7 +144,8 @@ def load_folder(path: str | os.PathLike, size: int = 224) -> HMTData:
 
 
 def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
-    """Reads the Kather 2016 zip (class folders of .tif inside) without unpacking it."""
+    """Reads the Kather 2016 zip (class folders of .tif inside) without unpacking it; skips
+    macOS debris (`__MACOSX/`, `._name`)."""
     size = _validate_size(size)
     path = Path(path)
     if not path.is_file():
@@ -111,7 +155,7 @@ def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
     except zipfile.BadZipFile as e:
         raise ValueError(f"zip {str(path)!r} is not a readable zip archive: {e}") from e
     with zf:
-        names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+        names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES and not _skipped(n))
         labelled = [(n, _label_from_path(n)) for n in names]
         labelled = [(n, c) for n, c in labelled if c is not None]
         if not labelled:
@@ -190,8 +234,41 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _content_key(source: Path) -> str:
+    """Short sha256 of what `source` holds: resolved path plus, for a folder, every image's
+    relative path, size and mtime; for a file, its size and mtime."""
+    if not source.exists():
+        raise FileNotFoundError(f"source {str(source)!r} does not exist. {HOW_TO_GET}")
+    root = source.resolve()
+    entries = [root] if root.is_file() else _folder_images(root)
+    h = hashlib.sha256(f"{_CACHE_FORMAT}\n{root}\n".encode())
+    for p in entries:
+        st = p.stat()
+        h.update(f"{p.relative_to(root) if p != root else ''}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_cache(file: Path, size: int) -> HMTData:
+    """The cached tiles; ValueError when the file's arrays are not what load_* returns."""
+    with np.load(file) as z:
+        x, y, files = z["x"], z["y"], tuple(str(f) for f in z["files"])
+    n = len(y)
+    if x.shape != (n, size, size, 3) or x.dtype != np.float32 or y.dtype != np.int32 or len(files) != n:
+        raise ValueError(f"arrays x {x.dtype}{list(x.shape)}, y {y.dtype}{list(y.shape)}, {len(files)} files; "
+                         f"expected x float32[n, {size}, {size}, 3], y int32[n], n files")
+    if n == 0 or not (np.isfinite(x).all() and 0 <= x.min() and x.max() <= 1) or y.min() < 0 or y.max() >= 8:
+        raise ValueError("tile values outside [0, 1] or labels outside 0..7")
+    return HMTData(x, y, files)
+
+
 def load_cached(source: str | os.PathLike, size: int = 224, cache_dir: str | os.PathLike | None = None) -> HMTData:
-    """load_zip / load_folder by the kind of `source`, cached as .npz under cache_dir (atomic)."""
+    """load_zip / load_folder by the kind of `source`, cached as .npz under cache_dir (atomic).
+
+    The cache file name holds a hash of the source's content (see _content_key) and `size`,
+    so another folder of the same name, or one that gained, lost or changed tiles, is read
+    afresh. A cache file that cannot be read or holds wrong arrays is rebuilt, with a warning.
+    """
+    size = _validate_size(size)
     source = Path(source)
     reader = load_zip if source.suffix.lower() == ".zip" else load_folder
     if cache_dir is None:
@@ -201,10 +278,12 @@ def load_cached(source: str | os.PathLike, size: int = 224, cache_dir: str | os.
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"cache_dir {str(cache)!r} cannot be created: {e}") from e
-    file = cache / f"hmt_{source.stem}_{size}.npz"
+    file = cache / f"hmt_{source.stem}_{_content_key(source)}_{size}.npz"
     if file.exists():
-        with np.load(file) as z:
-            return HMTData(z["x"], z["y"], tuple(z["files"]))
+        try:
+            return _read_cache(file, size)
+        except Exception as e:  # corrupt or foreign cache file: say so, then rebuild it
+            warnings.warn(f"[hmt] cache file {file} unreadable ({type(e).__name__}: {e}); rebuilding", stacklevel=2)
     data = reader(source, size)  # any error is raised before anything is written
     fd, tmp = tempfile.mkstemp(dir=cache, suffix=".npz.tmp")
     try:

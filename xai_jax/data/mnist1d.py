@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,66 @@ def _prepare_cache_dir(cache_dir: str | os.PathLike) -> Path:
     return path
 
 
+def _generator_version() -> str:
+    from importlib.metadata import version
+
+    return version("mnist1d")
+
+
+def _validate_args(seed, num_samples, train_split) -> tuple[int, int, float, int]:
+    """Checks the generator arguments; returns (seed, num_samples, train_split, n_train)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must lie in [0, 2**32) (numpy's seed range), got {seed!r}")
+    if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool):
+        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__} {num_samples!r}")
+    if num_samples < 10 or num_samples % 10:
+        # the generator makes num_samples // 10 signals per class and silently drops the rest
+        raise ValueError(f"num_samples must be a multiple of 10 (one share per class) and >= 10, got {num_samples!r}")
+    if not isinstance(train_split, (float, int, np.floating, np.integer)) or isinstance(train_split, bool):
+        raise TypeError(f"train_split must be a float, got {type(train_split).__name__} {train_split!r}")
+    if not (np.isfinite(train_split) and 0.0 < train_split < 1.0):
+        raise ValueError(f"train_split must be finite and lie in (0, 1), got {train_split!r}")
+    seed, num_samples, train_split = int(seed), int(num_samples), float(train_split)
+    n_train = int(num_samples * train_split)  # exactly as mnist1d.make_dataset splits
+    if not 0 < n_train < num_samples:
+        raise ValueError(f"train_split {train_split!r} with num_samples {num_samples} leaves an empty split "
+                         f"(n_train={n_train}, n_test={num_samples - n_train}); expected both >= 1")
+    return seed, num_samples, train_split, n_train
+
+
+def _cache_problem(z, seed: int, num_samples: int, train_split: float, n_train: int) -> str | None:
+    """Why the opened cache `z` cannot stand for these arguments, or None when it can."""
+    names = set(z.files)
+    stored = {"seed": seed, "num_samples": num_samples, "train_split": train_split, "version": _generator_version()}
+    for key, want in stored.items():
+        if f"arg_{key}" not in names:
+            return f"it does not record the generator's {key} (an old cache)"
+        got = z[f"arg_{key}"].item()
+        if got != want:
+            return f"it was made with {key}={got!r}, expected {want!r}"
+    n_test = num_samples - n_train
+    shapes = {"x_train": ((n_train, 40, 1), np.float32), "x_test": ((n_test, 40, 1), np.float32),
+              "y_train": ((n_train,), np.int32), "y_test": ((n_test,), np.int32),
+              "support_train": ((n_train, 40), np.bool_), "support_test": ((n_test, 40), np.bool_)}
+    for key, (shape, dtype) in shapes.items():
+        if key not in names:
+            return f"it has no array {key!r}"
+        a = z[key]
+        if a.shape != shape or a.dtype != dtype:
+            return f"{key} is {a.dtype}{list(a.shape)}, expected {np.dtype(dtype)}{list(shape)}"
+    x = np.concatenate([z["x_train"], z["x_test"]])
+    if not np.isfinite(x).all():
+        return "the signals hold NaN or inf"
+    if abs(x.mean()) > 1e-3 or abs(x.std() - 1) > 1e-3:  # the generator standardises the whole set
+        return f"the signals have mean {x.mean():.3g} and std {x.std():.3g}, expected 0 and 1"
+    y = np.concatenate([z["y_train"], z["y_test"]])
+    if y.min() < 0 or y.max() >= 10:
+        return f"labels span {y.min()}..{y.max()}, expected 0..9"
+    return None
+
+
 def load_mnist1d(
     seed: int = 42,
     num_samples: int = 5000,
@@ -127,31 +188,35 @@ def load_mnist1d(
 ) -> MNIST1D:
     """Loads (generating and caching on first use) MNIST-1D.
 
-    seed / num_samples / train_split: the generator's arguments (defaults: the package's,
-    i.e. the study's data set). cache_dir=None disables the cache. Same seed, same data.
+    seed (int in [0, 2**32)) / num_samples (multiple of 10) / train_split (in (0, 1)): the
+    generator's arguments (defaults: the package's, i.e. the study's data set); the train
+    set holds int(num_samples * train_split) signals, as in mnist1d. cache_dir=None disables
+    the cache. The cache records these arguments and the mnist1d version; a cache that is
+    unreadable, made otherwise, or whose arrays have the wrong shape, dtype, values or labels
+    is regenerated with a warning saying why. Same seed, same data.
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not isinstance(num_samples, (int, np.integer)) or num_samples < 10:
-        raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
-    if not 0.0 < train_split < 1.0:
-        raise ValueError(f"train_split must lie in (0, 1), got {train_split!r}")
+    seed, num_samples, train_split, n_train = _validate_args(seed, num_samples, train_split)
     if cache_dir is None:
         return MNIST1D(**_generate(seed, num_samples, train_split))
     path = _prepare_cache_dir(cache_dir)
-    file = path / f"mnist1d_seed{seed}_n{num_samples}_split{train_split:g}.npz"
+    file = path / f"mnist1d_seed{seed}_n{num_samples}_split{train_split!r}.npz"
     if file.exists() and not regenerate:
         try:
             with np.load(file) as z:
-                return MNIST1D(**{k: z[k] for k in MNIST1D.__dataclass_fields__})
+                problem = _cache_problem(z, seed, num_samples, train_split, n_train)
+                if problem is None:
+                    return MNIST1D(**{k: z[k] for k in MNIST1D.__dataclass_fields__})
         except Exception as e:  # corrupt cache: say so, then rebuild it
-            print(f"[mnist1d] cache file {file} unreadable ({e}); regenerating")
+            problem = f"unreadable ({type(e).__name__}: {e})"
+        warnings.warn(f"[mnist1d] cache file {file} is stale: {problem}; regenerating", stacklevel=2)
     arrays = _generate(seed, num_samples, train_split)
+    meta = {"arg_seed": seed, "arg_num_samples": num_samples, "arg_train_split": train_split,
+            "arg_version": _generator_version()}
     # Write atomically so that an interrupted run never leaves half a cache file.
     fd, tmp = tempfile.mkstemp(dir=path, suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays, **{k: np.asarray(v) for k, v in meta.items()})
         os.replace(tmp, file)
     finally:
         if os.path.exists(tmp):

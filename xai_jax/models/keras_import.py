@@ -23,7 +23,8 @@ def load_keras_h5(
 
     input_shape: one unbatched input, e.g. (40, 1) or (224, 224, 3); used to know the
     parameter shapes that `model` expects. Raises ValueError naming the layer and both
-    shapes when the file does not match the model, FileNotFoundError when it is missing.
+    shapes when the file does not match the model or naming the layer and weight when a
+    weight holds NaN or inf, FileNotFoundError when it is missing.
     """
     import h5py
 
@@ -61,6 +62,11 @@ def load_keras_h5(
                     raise ValueError(
                         f"{path}: layer {layer!r} weight {leaf!r} has shape {value.shape}, "
                         f"the model expects {spec.shape}"
+                    )
+                if not np.isfinite(value).all():
+                    raise ValueError(
+                        f"{path}: layer {layer!r} weight {leaf!r} holds {int((~np.isfinite(value)).sum())} "
+                        f"non-finite values (NaN/inf) of {value.size}; expected finite weights"
                     )
                 params[layer][leaf] = jnp.asarray(value)
     return params
