@@ -91,3 +91,26 @@ def test_augmentations_preserve_content():
     out = histology_augment(key, tiles, jitter=0.0)
     np.testing.assert_allclose(np.sort(np.asarray(out).ravel()), np.sort(np.asarray(tiles).ravel()), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(histology_augment(key, tiles)), np.asarray(histology_augment(key, tiles)))
+
+
+def test_resume_replaces_a_corrupt_newer_checkpoint_and_refuses_stale_saves(tmp_path):
+    """fit resumes past a corrupt step 40 from step 20 (warning), its next save replaces step 40;
+    a finished run re-run saves nothing; save_checkpoint refuses a step older than one in the dir."""
+    model = mnist1d_cnn("study")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(128, 40, 1)).astype(np.float32), rng.integers(0, 10, 128)
+    cfg = TrainConfig(steps=40, batch_size=32, warmup_steps=0, chunk=20)
+    fit(model, x, y, cfg, num_classes=10, ckpt_dir=tmp_path, ckpt_every=20, progress=False)
+    for f in (tmp_path / "40").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="step 40 .* corrupt.* step 20"):
+        state, _ = fit(model, x, y, cfg, num_classes=10, ckpt_dir=tmp_path, ckpt_every=20, progress=False)
+    assert int(state.step) == 40
+    again, hist = fit(model, x, y, cfg, num_classes=10, ckpt_dir=tmp_path, progress=False)  # nothing to train
+    assert hist["step"] == [] and int(again.step) == 40
+    restored = restore_checkpoint(tmp_path, create_state(model, (40, 1), cfg))  # no warning: 40 is valid again
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored.params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"already holds checkpoint step\(s\) \[20, 40\] >= the step 0"):
+        save_checkpoint(tmp_path, create_state(model, (40, 1), cfg))
