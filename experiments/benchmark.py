@@ -7,6 +7,9 @@ gradient evaluations in one vmap). Ratio = method time / floor time; 1.0 is the 
     python experiments/benchmark.py                 # CPU-sized defaults
     python experiments/benchmark.py --devices 8     # also: scaling over 8 forced host devices
     python experiments/benchmark.py --vgg-batch 16 --rise-masks 8000   # GPU-sized
+    python experiments/benchmark.py --quick          # smoke test: 64 inputs, 8 steps, no VGG
+
+Inputs are the MNIST-1D test signals (generated into --data-dir if absent), tiled to --n.
 
 Compile time is measured with jit(...).lower(...).compile(); memory is XLA's temp buffer
 size of the compiled program (compiled.memory_analysis()), the same figure on every backend.
@@ -21,18 +24,39 @@ import time
 from pathlib import Path
 
 
+def _positive_int(text: str) -> int:
+    # the same rule as xai_jax.cli.positive_int; inlined because jax must not be imported
+    # before --devices has set XLA_FLAGS
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=1000, help="MNIST-1D inputs")
-    p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--chunk", type=int, default=32, help="IG chunk size")
-    p.add_argument("--vgg-batch", type=int, default=None, help="images (default 16 on GPU, 2 on CPU)")
-    p.add_argument("--rise-masks", type=int, default=None, help="RISE masks (default 8000 on GPU, 400 on CPU)")
-    p.add_argument("--devices", type=int, default=None, help="forced host devices for the scaling run")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "benchmark")
+    p.add_argument("--n", type=_positive_int, default=1000, help="MNIST-1D inputs")
+    p.add_argument("--steps", type=_positive_int, default=64)
+    p.add_argument("--chunk", type=_positive_int, default=32, help="IG chunk size")
+    p.add_argument("--vgg-batch", type=_positive_int, default=None, help="images (default 16 on GPU, 2 on CPU)")
+    p.add_argument("--rise-masks", type=_positive_int, default=None,
+                   help="RISE masks (default 8000 on GPU, 400 on CPU)")
+    p.add_argument("--devices", type=_positive_int, default=None, help="forced host devices for the scaling run")
+    p.add_argument("--repeats", type=_positive_int, default=3)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark")
+    p.add_argument("--data-dir", type=Path, default=ROOT / "data", help="MNIST-1D cache folder")
     p.add_argument("--skip-vgg", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="smoke test: 64 inputs, 8 steps, 1 repeat, no VGG")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.steps, args.chunk, args.repeats, args.skip_vgg = min(args.n, 64), 8, 4, 1, True
+    return args
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
@@ -47,6 +71,7 @@ import numpy as np  # noqa: E402
 import xai_jax as xj  # noqa: E402
 from xai_jax.attribution.feature_masks import sise  # noqa: E402
 from xai_jax.attribution.perturbation import rise  # noqa: E402
+from xai_jax.data.mnist1d import load_mnist1d  # noqa: E402
 from xai_jax.models import mnist1d_cnn, vgg7  # noqa: E402
 from xai_jax.report import markdown_table, write_json  # noqa: E402
 
@@ -100,9 +125,10 @@ def bench_mnist1d(args) -> list[dict]:
     model = mnist1d_cnn("study")
     params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]
     f = xj.model_fn(model, params)
-    rng = np.random.default_rng(0)
-    xs = jnp.asarray(rng.normal(size=(args.n, 40, 1)), jnp.float32)
-    ts = jnp.asarray(rng.integers(0, 10, args.n), jnp.int32)
+    data = load_mnist1d(cache_dir=args.data_dir)
+    reps = -(-args.n // len(data.y_test))
+    xs = jnp.asarray(np.tile(data.x_test, (reps, 1, 1))[: args.n])
+    ts = jnp.asarray(np.tile(data.y_test, reps)[: args.n])
     s = args.steps
     rows = []
     x_eval = jnp.repeat(xs, s, axis=0)

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 import xai_jax as xj
+from xai_jax.cli import positive_int, seed
 from xai_jax.compare import explain_all, measure_all, method_suite, predictions
 from xai_jax.data.augment import histology_augment
 from xai_jax.data.hmt import CLASSES, load_cached, stratified_split
@@ -41,17 +42,26 @@ def parse_args(argv=None):
     p.add_argument("--weights", type=Path, default=SHARED / "seed" / "HMT.h5", help="the study's Keras weights")
     p.add_argument("--train", action="store_true", help="train a VGG-7 on --data instead of loading --weights")
     p.add_argument("--preset", default="vgg7", choices=["vgg7", "study"])
-    p.add_argument("--size", type=int, default=None, help="tile size (default 224 with --weights, 150 to train)")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="tile size (default 224 with --weights, 150 to train; at least 8)")
+    p.add_argument("--steps", type=positive_int, default=3000)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--n", type=positive_int, default=None,
                    help="tiles explained (default: all on GPU, 8 (one per class) on CPU)")
     p.add_argument("--full", action="store_true", help="full method settings even on CPU")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "hmt")
     p.add_argument("--ckpt-dir", type=Path, default=ROOT / "checkpoints" / "hmt")
-    p.add_argument("--cache-dir", type=Path, default=ROOT / "data" / "hmt")
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--data-dir", "--cache-dir", dest="cache_dir", type=Path, default=ROOT / "data" / "hmt",
+                   help="cache folder for decoded tiles")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--quick", action="store_true", help="64-pixel tiles, 2 tiles explained (smoke test)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.n = min(args.size or 64, 64), min(args.n or 2, 2)
+        args.steps = min(args.steps, 20)
+    if args.size is not None and args.size < 8:
+        p.error(f"--size must be >= 8 (the tile readers' minimum), got {args.size}")
+    return args
 
 
 def pick_per_class(ys: np.ndarray, n: int) -> np.ndarray:

@@ -6,7 +6,8 @@ split for its Grad-CAM (softmax score) and its faulty Integrated Gradients (tf-e
 channels). We recompute both from ../shared/seed/MNIST1D.h5, compare them with the
 published figures, and put the corrected IG and every other method beside them.
 
-    python experiments/reproduce_study.py [--weights PATH] [--out DIR]
+    python experiments/reproduce_study.py [--weights PATH] [--out DIR] [--data-dir DIR]
+    python experiments/reproduce_study.py --quick    # 100 inputs, the two study methods only
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import jax
 
 import xai_jax as xj
+from xai_jax.cli import positive_int, seed
 from xai_jax.compare import explain_all, measure_all, method_suite, predictions
-from xai_jax.data.mnist1d import load_mnist1d
+from xai_jax.data.mnist1d import DEFAULT_CACHE, load_mnist1d
 from xai_jax.metrics import completeness_errors
 from xai_jax.models import load_keras_h5, mnist1d_cnn
 from xai_jax.report import write_json, write_metric_tables
@@ -30,10 +32,10 @@ TOLERANCE = 0.03
 
 
 def reproduce(weights: Path, out: Path, n: int | None = None, rise_masks: int | None = None,
-              seed: int = 0, methods: list[str] | None = None) -> dict:
+              seed: int = 0, methods: list[str] | None = None, data_dir: Path | None = DEFAULT_CACHE) -> dict:
     """Runs the reproduction; `methods` restricts the suite (the two study methods always run)."""
     out.mkdir(parents=True, exist_ok=True)
-    data = load_mnist1d()
+    data = load_mnist1d(cache_dir=data_dir)
     model = mnist1d_cnn("study")
     params = load_keras_h5(weights, model, (40, 1))
     f = xj.model_fn(model, params)
@@ -76,11 +78,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=ROOT.parent / "shared" / "seed" / "MNIST1D.h5")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "reproduce_study")
-    p.add_argument("--n", type=int, default=None, help="test inputs (default: all 1,000)")
+    p.add_argument("--n", type=positive_int, default=None, help="test inputs (default: all 1,000)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_CACHE, help="MNIST-1D cache folder")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--quick", action="store_true", help="100 inputs, the two study methods only (smoke test)")
     args = p.parse_args(argv)
     if not args.weights.exists():
         raise SystemExit(f"--weights {args.weights} not found: the study's MNIST1D.h5 lives in ../shared/seed/")
-    reproduce(args.weights, args.out, args.n)
+    n = min(args.n or 100, 100) if args.quick else args.n
+    if n is not None and n > 1000:
+        raise SystemExit(f"--n {n} exceeds the 1000 test inputs")
+    return reproduce(args.weights, args.out, n, seed=args.seed, methods=[] if args.quick else None,
+                     data_dir=args.data_dir)
 
 
 if __name__ == "__main__":

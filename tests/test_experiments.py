@@ -1,7 +1,12 @@
 """The experiment scripts run end to end (small settings) and reproduce the study."""
 
+import importlib.metadata
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,19 +37,60 @@ def test_reproduce_study_within_tolerance(tmp_path):
     assert (tmp_path / "report.md").exists() and (tmp_path / "metrics.csv").exists()
 
 
-def test_main_job_quick_end_to_end(tmp_path):
+SCRIPTS = sorted(p.name for p in (ROOT / "experiments").glob("*.py"))
+NEEDS_SHARED = {"reproduce_study.py": SEED / "MNIST1D.h5", "hmt.py": SEED / "HMT.h5"}
+
+
+def run_script(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs experiments/<name> exactly as the Makefile does: a subprocess of the project's
+    Python, cwd = repo root, the script's own folder first on sys.path, no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, f"experiments/{name}", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_no_script_folder_name_shadows_a_module():
+    """A script's folder is sys.path[0]: none of its names may hide an installed or stdlib module
+    (experiments/mnist1d.py once hid the mnist1d package and crashed the main job)."""
+    installed = set(importlib.metadata.packages_distributions()) | set(sys.stdlib_module_names)
+    folders = {"experiments": ROOT / "experiments", "repo root (python -m)": ROOT}
+    for where, folder in folders.items():
+        names = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
+        clash = sorted((names & installed) - {"xai_jax"})
+        assert not clash, f"{where} holds {clash}, which shadow installed or standard modules"
+
+
+def check_main_job(tmp_path, args):
+    """make smoke's outputs: every file; then a second run resumes from the checkpoint."""
     out = tmp_path / "out"
-    results = load("mnist1d").main(["--quick", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt")])
-    assert results["training"]["study"]["test_accuracy"] > 0.5
     for name in ("metrics.json", "metrics.md", "metrics.csv", "per_class.csv", "report.md", "examples.png",
                  "training_curves.png", "samples.png", "deletion_insertion.png", "sanity_check.png"):
         assert (out / name).exists(), name
-    data = json.loads((out / "metrics.json").read_text())
-    assert set(data["summary"]) >= {"Grad-CAM", "Integrated Gradients", "RISE", "SISE"}
-    # a second run resumes from the checkpoint instead of training again
-    again = load("mnist1d").main(["--quick", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt")])
-    assert again["training"]["study"]["restored_from_checkpoint"]
-    assert again["training"]["study"]["test_accuracy"] == results["training"]["study"]["test_accuracy"]
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["training"]["study"]["test_accuracy"] > 0.5
+    assert set(results["summary"]) >= {"Grad-CAM", "Integrated Gradients", "RISE", "SISE"}
+    again = run_script("mnist1d_job.py", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["training"]["study"]["restored_from_checkpoint"]
+    assert resumed["training"]["study"]["test_accuracy"] == results["training"]["study"]["test_accuracy"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_runs_quick_from_an_empty_data_dir(name, tmp_path):
+    """Each experiments/*.py takes --quick and --data-dir and runs end to end from nothing cached."""
+    if name in NEEDS_SHARED:
+        need(NEEDS_SHARED[name])
+    args = ["--quick", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+            *(["--ckpt-dir", str(tmp_path / "ckpt")] if name in ("mnist1d_job.py", "hmt.py") else [])]
+    t0 = time.perf_counter()
+    done = run_script(name, *args)
+    seconds = time.perf_counter() - t0
+    assert done.returncode == 0, f"{name} failed:\n{done.stderr[-3000:]}"
+    assert any((tmp_path / "out").iterdir()), f"{name} wrote nothing to --out"
+    assert seconds < 60, f"{name} --quick took {seconds:.0f} s (keep it under 30 s)"
+    if name == "mnist1d_job.py":
+        check_main_job(tmp_path, args)
 
 
 def test_hmt_train_on_synthetic_tiles_and_explain(tmp_path):
@@ -59,14 +105,3 @@ def test_hmt_train_on_synthetic_tiles_and_explain(tmp_path):
     assert {"Grad-CAM", "Integrated Gradients", "RISE", "SISE"} <= set(result["summary"])
     for name in ("report.md", "metrics.md", "metrics.csv", "overlays.png", "deletion_insertion.png"):
         assert (out / name).exists(), name
-
-
-def test_hmt_default_study_weights_on_shared_tiles(tmp_path):
-    from tests.conftest import HMT_SAMPLE
-
-    need(HMT_SAMPLE)
-    weights = need(SEED / "HMT.h5")
-    result = load("hmt").main(["--weights", str(weights), "--size", "64", "--n", "2", "--out", str(tmp_path / "o"),
-                               "--cache-dir", str(tmp_path / "cache")])
-    assert result["tiles"] == 100 and result["n_explained"] == 2
-    assert (tmp_path / "o" / "overlays.png").exists()

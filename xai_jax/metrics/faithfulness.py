@@ -134,7 +134,7 @@ def drop_increase(
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     """Separable Gaussian blur of x (*spatial, C) over its spatial axes (edge-padded)."""
-    sigma = check_float(sigma, "blur_sigma", low=0.0, low_open=True)
+    sigma = check_float(sigma, "sigma", low=0.0, low_open=True)
     radius = max(1, int(3 * sigma))
     t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     kernel = jnp.exp(-0.5 * (t / sigma) ** 2)
