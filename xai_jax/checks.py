@@ -147,6 +147,8 @@ def check_batch(xs: Any, name: str = "xs", *, who: str = "this function") -> np.
 
 def check_targets(targets: Any, n: int, num_classes: int | None, name: str = "targets") -> np.ndarray:
     """Integer class indices (n,) in [0, num_classes); negatives are rejected."""
+    if targets is None:
+        raise TypeError(f"{name} must be integer class indices (n,), got None")
     targets = np.asarray(targets)
     if targets.dtype == bool or not np.issubdtype(targets.dtype, np.integer):
         raise TypeError(f"{name} must be integer class indices, got dtype {targets.dtype}")
