@@ -23,32 +23,23 @@ import sys
 import time
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    # the same rule as xai_jax.cli.positive_int; inlined because jax must not be imported
-    # before --devices has set XLA_FLAGS
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
+# importing jax (here through xai_jax.cli) is fine before XLA_FLAGS is set below: XLA reads
+# the flags when the backend starts, at the first computation
+from xai_jax.cli import positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=_positive_int, default=1000, help="MNIST-1D inputs")
-    p.add_argument("--steps", type=_positive_int, default=64)
-    p.add_argument("--chunk", type=_positive_int, default=32, help="IG chunk size")
-    p.add_argument("--vgg-batch", type=_positive_int, default=None, help="images (default 16 on GPU, 2 on CPU)")
-    p.add_argument("--rise-masks", type=_positive_int, default=None,
+    p.add_argument("--n", type=positive_int, default=1000, help="MNIST-1D inputs")
+    p.add_argument("--steps", type=positive_int, default=64)
+    p.add_argument("--chunk", type=positive_int, default=32, help="IG chunk size")
+    p.add_argument("--vgg-batch", type=positive_int, default=None, help="images (default 16 on GPU, 2 on CPU)")
+    p.add_argument("--rise-masks", type=positive_int, default=None,
                    help="RISE masks (default 8000 on GPU, 400 on CPU)")
-    p.add_argument("--devices", type=_positive_int, default=None, help="forced host devices for the scaling run")
-    p.add_argument("--repeats", type=_positive_int, default=3)
+    p.add_argument("--devices", type=positive_int, default=None, help="forced host devices for the scaling run")
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark")
     p.add_argument("--data-dir", type=Path, default=ROOT / "data", help="MNIST-1D cache folder")
     p.add_argument("--skip-vgg", action="store_true")
@@ -60,7 +51,7 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-if ARGS.devices and "jax" not in sys.modules:
+if ARGS.devices:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
 

@@ -10,26 +10,24 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """An int >= 1 (counts, sizes, steps)."""
+def _int_at_least(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (counts, sizes, steps)."""
+    return _int_at_least(text, 1, "a positive integer")
 
 
 def seed(text: str) -> int:
     """An int >= 0 (random seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed must be >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0, "a non-negative integer seed")
 
 
 def positive_float(text: str) -> float:

@@ -38,7 +38,8 @@ def _batched(method: Callable, keyed: bool, mesh) -> Callable:
     return cache[tag]
 
 
-def validate_batch(xs, targets, num_classes: int | None = None, *, who: str = "attribute") -> tuple[np.ndarray, np.ndarray]:
+def validate_batch(xs, targets, num_classes: int | None = None, *,
+                   who: str = "attribute") -> tuple[np.ndarray, np.ndarray]:
     """Checks a whole batch once: float, finite xs (N >= 1, ...); integer targets (N,) in
     [0, num_classes)."""
     xs = np.asarray(check_batch(xs, "xs", who=who))

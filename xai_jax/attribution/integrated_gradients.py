@@ -35,10 +35,10 @@ import numpy as np
 
 from xai_jax.attribution.common import (
     check_positive_int,
-    output_size,
     check_target,
     check_x,
     explanation_method,
+    output_size,
     score_transform,
 )
 from xai_jax.checks import check_choice, check_optional_int, is_concrete
