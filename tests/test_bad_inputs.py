@@ -73,6 +73,11 @@ def support(n=N):
     return s
 
 
+def nan_logits(x):
+    """A 10-class model whose first logit is NaN for every finite input."""
+    return jnp.concatenate([jnp.full(1, jnp.nan), jnp.full(9, x.sum())])
+
+
 def targets(*values):
     """N targets: `values` first, zeros after."""
     t = np.zeros(N, int)
@@ -487,6 +492,16 @@ CASES = [
     pytest.param(job("--n-explain", "0"), exits_2("--n-explain", "must be >= 1, got 0"), id="job-n-explain-zero"),
     pytest.param(job("--seed", "-1"), exits_2("--seed", ">= 0, got -1"), id="job-seed-negative"),
     pytest.param(job("--n-sanity", "x"), exits_2("--n-sanity", "'x'"), id="job-n-sanity-not-int"),
+    # 12. a model that returns NaN logits on finite inputs (e.g. NaN weights): XLA:CPU's max ignores
+    # NaN, so a plain softmax would turn it into finite probabilities; every path reports it instead
+    pytest.param(lambda p: lambda: drop_increase(nan_logits, XS, maps()),
+                 (ValueError, ["drop_increase", "NaN or inf scores", "[0, 1, 2, 3]"]), id="drop-nan-logits"),
+    pytest.param(lambda p: lambda: deletion_insertion(nan_logits, XS, maps()),
+                 (ValueError, ["deletion_insertion", "NaN or inf scores"]), id="deletion-nan-logits"),
+    pytest.param(lambda p: lambda: xj.attribute(xj.rise(nan_logits, n_masks=20, grid=4), XS, targets(), key=KEY),
+                 (ValueError, ["returned NaN", "[0, 1, 2, 3]"]), id="attribute-rise-nan-logits"),
+    pytest.param(lambda p: lambda: jax.jit(xj.rise(nan_logits, n_masks=20, grid=4))(X0, 1, KEY),
+                 lambda r, p: np.testing.assert_array_equal(np.isnan(np.asarray(r)), True), id="jit-rise-nan-logits"),
 ]
 
 

@@ -37,10 +37,16 @@ def score_transform(score: str) -> Callable[[jax.Array], jax.Array]:
     if score == "logit":
         return lambda z: z
     if score == "softmax":
-        return jax.nn.softmax
+        return _nan_propagating(jax.nn.softmax)
     if score == "log_softmax":
-        return jax.nn.log_softmax
+        return _nan_propagating(jax.nn.log_softmax)
     raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+
+
+def _nan_propagating(normalise: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """normalise(z), but all-NaN when a logit is NaN/inf: XLA:CPU's max ignores NaN, so a
+    plain softmax can turn a NaN logit into finite probabilities (a silent wrong score)."""
+    return lambda z: jnp.where(jnp.isfinite(z).all(), normalise(z), jnp.nan)
 
 
 def output_size(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:

@@ -44,6 +44,16 @@ def _prepare(f, xs, saliency, targets, batch_size, who: str):
     return xs, maps, targets
 
 
+def _check_scores(values: np.ndarray, who: str) -> None:
+    """The model's scores on the (masked) inputs must be finite: NaN would pass silently as
+    'no increase' or poison an AUC."""
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(1)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise ValueError(f"{who}: the model f returned NaN or inf scores for inputs {idx[:5].tolist()}"
+                         f"{' ...' if idx.size > 5 else ''} (on x or its masked copies)")
+
+
 def _keep_count(k: float, n_pos: int) -> int:
     """round(k * n_pos) positions, at least one (a clear error names k otherwise)."""
     k = check_float(k, "k", low=0.0, high=1.0, low_open=True)
@@ -120,15 +130,20 @@ def drop_increase(
     s = score_transform(score)
 
     def one(x, m, t):
-        probs = s(f(x))
+        logits = f(x)
+        probs = s(logits)
         c = jnp.where(t < 0, jnp.argmax(probs), t)
         keep = top_k_mask(m, k)[..., None]
-        masked = jnp.where(keep, x, fill)
-        y, o = probs[c], s(f(masked))[c]
-        return jax.nn.relu((y - o) / y), (o > y).astype(jnp.float32)
+        masked_logits = f(jnp.where(keep, x, fill))
+        y, o = probs[c], s(masked_logits)[c]
+        drop = jnp.where(y > 0, jax.nn.relu((y - o) / jnp.where(y > 0, y, 1.0)), 0.0)  # Y = 0: nothing to drop
+        # checked on the logits: XLA:CPU's max ignores NaN, so softmax can hide a NaN logit
+        finite = jnp.isfinite(logits).all() & jnp.isfinite(masked_logits).all()
+        return jnp.where(finite, drop, jnp.nan), (o > y).astype(jnp.float32)
 
     run = _runner(f, ("drop_increase", k, fill, score), lambda: one, mesh, 3)
     drop, inc = _in_batches(run, (xs, maps, targets), batch_size, mesh)
+    _check_scores(drop, "drop_increase")
     return {"drop": drop, "increase": inc, "drop_rate": float(drop.mean()), "increase_rate": float(inc.mean())}
 
 
@@ -180,6 +195,10 @@ def deletion_insertion(
     fractions = counts / n_pos
     s = score_transform(score)
 
+    def score_of(v, c):  # NaN when any logit is not finite (softmax could hide it)
+        logits = f(v)
+        return jnp.where(jnp.isfinite(logits).all(), s(logits)[c], jnp.nan)
+
     def one(x, m, t):
         c = jnp.where(t < 0, jnp.argmax(f(x)), t)
         rank = jnp.argsort(jnp.argsort(-m.ravel(), stable=True)).reshape(m.shape)
@@ -189,12 +208,13 @@ def deletion_insertion(
             chosen = (rank < count)[..., None]
             deleted = jnp.where(chosen, baseline, x)
             inserted = jnp.where(chosen, x, blurred)
-            return s(f(deleted))[c], s(f(inserted))[c]
+            return score_of(deleted, c), score_of(inserted, c)
 
         return jax.vmap(at)(jnp.asarray(counts))
 
     run = _runner(f, ("deletion_insertion", step, baseline, blur_sigma, score, n_pos), lambda: one, mesh, 3)
     deletion, insertion = _in_batches(run, (xs, maps, targets), batch_size, mesh)
+    _check_scores(np.concatenate([deletion, insertion], 1), "deletion_insertion")
     auc = lambda curves: np.trapezoid(curves, fractions, axis=1)  # noqa: E731
     d_auc, i_auc = auc(deletion), auc(insertion)
     return {"fractions": fractions, "deletion_curve": deletion, "insertion_curve": insertion,
