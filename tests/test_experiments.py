@@ -51,11 +51,13 @@ def run_script(name: str, *args: str, timeout: float = 120) -> subprocess.Comple
 
 def test_no_script_folder_name_shadows_a_module():
     """A script's folder is sys.path[0]: none of its names may hide an installed or stdlib module
-    (experiments/mnist1d.py once hid the mnist1d package and crashed the main job)."""
+    (experiments/mnist1d.py once hid the mnist1d package and crashed the main job). The repo
+    root is on sys.path under pytest. Only modules and regular packages (with __init__.py)
+    shadow: a plain folder is a namespace portion, which any installed package outranks."""
     installed = set(importlib.metadata.packages_distributions()) | set(sys.stdlib_module_names)
-    folders = {"experiments": ROOT / "experiments", "repo root (python -m)": ROOT}
+    folders = {"experiments": ROOT / "experiments", "repo root": ROOT}
     for where, folder in folders.items():
-        names = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
+        names = {p.stem for p in folder.glob("*.py")} | {p.parent.name for p in folder.glob("*/__init__.py")}
         clash = sorted((names & installed) - {"xai_jax"})
         assert not clash, f"{where} holds {clash}, which shadow installed or standard modules"
 
