@@ -73,7 +73,7 @@ def test_deletion_insertion_known_curves():
     f = lambda x: jnp.stack([x.sum(), jnp.asarray(0.0)])  # noqa: E731
     x = np.arange(1, 11, dtype=np.float32)[None, :, None]
     sal = x[..., 0]
-    r = deletion_insertion(f, x, sal, step=1, score="logit", blur_sigma=1.0)
+    r = deletion_insertion(f, x, sal, step=1, score="logit", blur="gaussian", blur_sigma=1.0)
     # deletion removes 10, 9, 8, ... so the curve is 55 - cumulative sum of the sorted values
     want = 55 - np.r_[0, np.cumsum(np.arange(10, 0, -1))]
     np.testing.assert_allclose(r["deletion_curve"][0], want, rtol=1e-6)
@@ -88,6 +88,27 @@ def test_deletion_insertion_known_curves():
     good = deletion_insertion(evidence_model, XS, np.broadcast_to(np.r_[np.ones(4), np.zeros(6)], (32, 10)))
     bad = deletion_insertion(evidence_model, XS, np.broadcast_to(np.r_[np.zeros(4), np.ones(6)], (32, 10)))
     assert good["deletion_auc_mean"] < bad["deletion_auc_mean"]
+
+
+def test_rise_blur_kernel_is_the_reference_gkern():
+    """RISE's reference gkern(11, 5): gaussian_filter of a Dirac on an 11x11 grid (reflect);
+    our separable blur with kind="rise" must equal a 2-D convolution with it, zero-padded."""
+    from scipy.ndimage import convolve, gaussian_filter
+
+    from xai_jax.metrics.faithfulness import rise_blur_kernel
+
+    dirac = np.zeros((11, 11))
+    dirac[5, 5] = 1.0
+    gkern = gaussian_filter(dirac, 5.0)  # the reference construction, reflect mode
+    k1 = rise_blur_kernel(11, 5.0)
+    np.testing.assert_allclose(np.outer(k1, k1), gkern, rtol=1e-5, atol=1e-8)
+    assert abs(k1.sum() - 1.0) < 1e-6 and k1[0] > np.exp(-0.5 * 25) / np.sqrt(2 * np.pi * 25)  # tails folded in
+    img = np.random.default_rng(0).uniform(size=(16, 20, 3)).astype(np.float32)
+    want = np.stack([convolve(img[..., ch], gkern, mode="constant") for ch in range(3)], -1)
+    np.testing.assert_allclose(gaussian_blur(jnp.asarray(img), 5.0, "rise"), want, rtol=1e-5, atol=1e-6)
+    sig = np.random.default_rng(1).normal(size=(40, 1)).astype(np.float32)
+    want1 = np.convolve(sig[:, 0], k1, mode="same")[:, None]
+    np.testing.assert_allclose(gaussian_blur(jnp.asarray(sig), 5.0, "rise"), want1, rtol=1e-5, atol=1e-6)
 
 
 def test_gaussian_blur_preserves_constants_and_mean():

@@ -18,12 +18,29 @@ from xai_jax.attribution.common import score_transform
 from xai_jax.batches import run_in_batches
 from xai_jax.checks import (
     check_batch,
+    check_choice,
     check_finite_maps,
     check_float,
     check_int,
+    check_key,
     check_targets,
     num_outputs,
 )
+from xai_jax.metrics.ties import (
+    ambiguous_topk,
+    has_ties,
+    index_ranks,
+    tie_broken_ranks,
+    topk_keep_masks,
+)
+
+PRECISIONS = ("default", "high", "highest")
+
+
+def check_precision(precision) -> None:
+    """None (JAX's default) or one of PRECISIONS, for jax.default_matmul_precision."""
+    if precision is not None:
+        check_choice(precision, "precision", PRECISIONS)
 
 PREDICTED = -1  # internal marker for "the predicted class" (targets=None); never accepted from callers
 
@@ -94,13 +111,68 @@ def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, m
     return list(run_in_batches(fn, arrays, bs))
 
 
+def _split_run(run_plain: Callable, run_tied: Callable, tied: np.ndarray, arrays: tuple, batch_size: int,
+               tie_draws: int, mesh, precision: str | None) -> list[np.ndarray]:
+    """Runs the inputs without ties through run_plain and those with ties through run_tied
+    (which averages over tie_draws orders, so its batches hold batch_size / tie_draws inputs
+    to bound memory), at the requested matmul precision; results in input order."""
+    n = len(arrays[0])
+    parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
+    with jax.default_matmul_precision(precision) if precision else _nullcontext():
+        for fn, sel, bs in ((run_plain, ~tied, batch_size), (run_tied, tied, max(1, batch_size // tie_draws))):
+            idx = np.flatnonzero(sel)
+            if idx.size:
+                parts.append((idx, _in_batches(fn, tuple(a[idx] for a in arrays), bs, mesh)))
+    outs = []
+    for j in range(len(parts[0][1])):
+        first = parts[0][1][j]
+        full = np.empty((n, *first.shape[1:]), first.dtype)
+        for idx, res in parts:
+            full[idx] = res[j]
+        outs.append(full)
+    return outs
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _key_data(key, n: int) -> np.ndarray:
+    """(n, ...) raw key data of `key` (default jax.random.key(0)) for per-input fold_in."""
+    key = jax.random.key(0) if key is None else check_key(key)
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    data = np.asarray(jax.random.key_data(key))
+    return np.broadcast_to(data, (n, *data.shape)).copy()
+
+
+def _input_key(key_data: jax.Array, index: jax.Array) -> jax.Array:
+    return jax.random.fold_in(jax.random.wrap_key_data(key_data), index)
+
+
 def top_k_mask(saliency: jax.Array, k: float) -> jax.Array:
-    """1 at the round(k * size) positions of highest saliency (ties broken by position)."""
+    """1 at the round(k * size) positions of highest saliency, ties broken by position (the
+    study's convention; drop_increase's default resolves ties without that bias)."""
     flat = saliency.ravel()
     n_keep = _keep_count(k, flat.size)
     order = jnp.argsort(-flat, stable=True)
     keep = jnp.zeros(flat.size, bool).at[order[:n_keep]].set(True)
     return keep.reshape(saliency.shape)
+
+
+def complement_log_odds(logits: jax.Array, c: jax.Array) -> jax.Array:
+    """d = logsumexp(other logits) - logit_c, so that p_c = sigmoid(-d), log p_c = -softplus(d)
+    and log(1 - p_c) = -softplus(-d). Exact in float32 where the softmax saturates: p_c
+    rounds to 1.0 once d < -16.6, while d itself keeps its full precision."""
+    others = jnp.where(jnp.arange(logits.shape[-1]) == c, -jnp.inf, logits)
+    return jax.nn.logsumexp(others) - logits[c]
+
+
+CONVENTIONS = ("precise", "study")
 
 
 def drop_increase(
@@ -110,52 +182,133 @@ def drop_increase(
     *,
     k: float = 0.3,
     fill: float = 0.0,
+    convention: str = "precise",
     score: str = "softmax",
     targets=None,
+    tie_draws: int = 64,
+    key: jax.Array | None = None,
+    precision: str | None = "highest",
     batch_size: int = 250,
     mesh=None,
 ) -> dict[str, np.ndarray | float]:
-    """The study's drop / increase rates.
+    """The study's drop / increase rates (Sattarzadeh et al. 2021, after Chattopadhay et al.
+    2018's "average drop" and "increase in confidence").
 
-    Keep the top-k share of spatial positions by saliency, set the rest to `fill`; with
-    Y = score of the class on x and O on the masked x: drop% = ReLU((Y - O) / Y),
-    increase = O > Y. targets: the class per input (default: the predicted class).
-    Returns per-input "drop" and "increase" arrays and their means "drop_rate",
-    "increase_rate". Targets must be classes in [0, C) (None: the predicted class); k
-    must keep at least one position; non-finite xs or maps are rejected.
+    Keep the top-k share of spatial positions by saliency, set the rest to `fill`; with Y the
+    class probability on x and O on the masked x: drop = ReLU((Y - O) / Y), increase = O > Y.
+
+    convention="precise" (default): computed from the logits through the complement log-odds
+      d = logsumexp(other logits) - logit_c (see complement_log_odds): increase = d_O < d_Y,
+      drop = ReLU(-expm1(softplus(d_Y) - softplus(d_O))). Exact where the float32 softmax
+      saturates to 1.0 (there O > Y would be impossible). Ties at the top-k cut (positions of
+      exactly equal saliency, more than the cut keeps) are resolved by the expectation over
+      uniformly random tie orders (xai_jax.metrics.ties): exact over all C(g, r) subsets when
+      C(g, r) <= tie_draws, else tie_draws keyed draws (key, default jax.random.key(0));
+      inputs whose top-k set is unambiguous use one forward. targets=None: argmax of the logits.
+    convention="study": the study's float32 `score` (softmax) comparison with ties broken by
+      index (lowest first); targets=None: argmax of the float32 scores.
+    precision: matmul precision the model runs at ("highest" by default, so that TF32 on
+      GPUs cannot flip an exact comparison); None: JAX's default.
+    Returns per-input "drop", "increase", their means "drop_rate", "increase_rate", the share
+    of inputs whose class probability saturates to 1.0 in float32 ("saturated_share") and of
+    inputs with ties at the cut ("tie_share"). Non-finite xs, maps or model scores are rejected.
     """
     xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "drop_increase")
-    _keep_count(k, int(np.prod(maps.shape[1:])))
+    n_pos = int(np.prod(maps.shape[1:]))
+    n_keep = _keep_count(k, n_pos)
     fill = check_float(fill, "fill")
+    check_choice(convention, "convention", CONVENTIONS)
     s = score_transform(score)
+    tie_draws = check_int(tie_draws, "tie_draws", 1)
+    check_precision(precision)
+    keys = _key_data(key, len(xs))
+    index = np.arange(len(xs), dtype=np.int32)
 
-    def one(x, m, t):
-        logits = f(x)
+    # x and its masked copies go through f in ONE vmapped batch: the same program computes both,
+    # so an unchanged input cannot differ from itself by a rounding (which would be an "increase")
+    def study_one(x, m, t, kd, i):
+        both = jax.vmap(f)(jnp.stack([x, jnp.where(top_k_mask(m, k)[..., None], x, fill)]))
+        logits, masked_logits = both[0], both[1]
         probs = s(logits)
         c = jnp.where(t < 0, jnp.argmax(probs), t)
-        keep = top_k_mask(m, k)[..., None]
-        masked_logits = f(jnp.where(keep, x, fill))
         y, o = probs[c], s(masked_logits)[c]
         drop = jnp.where(y > 0, jax.nn.relu((y - o) / jnp.where(y > 0, y, 1.0)), 0.0)  # Y = 0: nothing to drop
         # checked on the logits: XLA:CPU's max ignores NaN, so softmax can hide a NaN logit
         finite = jnp.isfinite(logits).all() & jnp.isfinite(masked_logits).all()
-        return jnp.where(finite, drop, jnp.nan), (o > y).astype(jnp.float32)
+        saturated = jax.nn.softmax(logits)[c] == 1.0
+        return jnp.where(finite, drop, jnp.nan), (o > y).astype(jnp.float32), saturated
 
-    run = _runner(f, ("drop_increase", k, fill, score), lambda: one, mesh, 3)
-    drop, inc = _in_batches(run, (xs, maps, targets), batch_size, mesh)
+    def precise_one(draws):
+        def one(x, m, t, kd, i):
+            if draws == 1:
+                masks, weights = top_k_mask(m, k)[None], jnp.ones(1)
+            else:
+                masks, weights = topk_keep_masks(m, n_keep, _input_key(kd, i), draws)
+            masked = jnp.where(masks[..., None], x, fill)
+            all_logits = jax.vmap(f)(jnp.concatenate([x[None], masked]))
+            logits, masked_logits = all_logits[0], all_logits[1:]
+            c = jnp.where(t < 0, jnp.argmax(logits), t)
+            d_y = complement_log_odds(logits, c)
+            d_o = jax.vmap(complement_log_odds, in_axes=(0, None))(masked_logits, c)
+            drop = jax.nn.relu(-jnp.expm1(jax.nn.softplus(d_y) - jax.nn.softplus(d_o)))
+            inc = (d_o < d_y).astype(jnp.float32)
+            finite = jnp.isfinite(logits).all() & jnp.isfinite(masked_logits).all()
+            saturated = jax.nn.softmax(logits)[c] == 1.0
+            return jnp.where(finite, weights @ drop, jnp.nan), weights @ inc, saturated
+        return one
+
+    arrays = (xs, maps, targets, keys, index)
+    if convention == "study":
+        run = _runner(f, ("drop_increase_study", k, fill, score), lambda: study_one, mesh, 5)
+        tied = np.zeros(len(xs), bool)
+        drop, inc, sat = _split_run(run, run, tied, arrays, batch_size, 1, mesh, precision)
+    else:
+        tied = ambiguous_topk(maps, n_keep) if tie_draws > 1 else np.zeros(len(xs), bool)
+        plain = _runner(f, ("drop_increase", k, fill, 1), lambda: precise_one(1), mesh, 5)
+        with_ties = _runner(f, ("drop_increase", k, fill, tie_draws), lambda: precise_one(tie_draws), mesh, 5)
+        drop, inc, sat = _split_run(plain, with_ties, tied, arrays, batch_size, tie_draws, mesh, precision)
     _check_scores(drop, "drop_increase")
-    return {"drop": drop, "increase": inc, "drop_rate": float(drop.mean()), "increase_rate": float(inc.mean())}
+    return {"drop": drop, "increase": inc, "drop_rate": float(drop.mean()), "increase_rate": float(inc.mean()),
+            "saturated_share": float(np.mean(sat)), "tie_share": float(tied.mean()), "convention": convention}
 
 
-def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of x (*spatial, C) over its spatial axes (edge-padded)."""
+def rise_blur_kernel(taps: int = 11, sigma: float = 5.0) -> np.ndarray:
+    """The 1-D factor of RISE's insertion blur kernel (Petsiuk et al. 2018, reference code
+    `gkern(11, 5)`): scipy's gaussian_filter of a Dirac on a `taps` grid, reflect mode, so the
+    Gaussian's tails fold back into the grid; it sums to 1. RISE's 2-D kernel is the outer
+    product of this factor with itself (a Gaussian filter of a Dirac is separable)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    dirac = np.zeros(taps)
+    dirac[taps // 2] = 1.0
+    return gaussian_filter1d(dirac, sigma, mode="reflect").astype(np.float32)
+
+
+BLURS = ("rise", "gaussian")
+
+
+def gaussian_blur(x: jax.Array, sigma: float, kind: str = "gaussian", taps: int = 11) -> jax.Array:
+    """Separable blur of x (*spatial, C) over its spatial axes.
+
+    kind="gaussian": a Gaussian of std sigma over 2 * ceil(3 sigma) + 1 taps, edge-padded.
+    kind="rise": RISE's reference kernel (rise_blur_kernel(taps, sigma): 11 taps, tails folded
+      back by reflection), zero-padded as its conv2d(padding=taps // 2) is; for 1-D signals
+      the same 11-tap construction along the length.
+    """
     sigma = check_float(sigma, "sigma", low=0.0, low_open=True)
-    radius = max(1, int(3 * sigma))
-    t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-    kernel = jnp.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
+    check_choice(kind, "kind", BLURS)
+    if kind == "rise":
+        taps = check_int(taps, "taps", 1)
+        kernel = jnp.asarray(rise_blur_kernel(taps, sigma))
+        radius, mode = taps // 2, "constant"
+    else:
+        radius = max(1, int(np.ceil(3 * sigma)))
+        t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+        kernel = jnp.exp(-0.5 * (t / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        mode = "edge"
     for axis in range(x.ndim - 1):
-        padded = jnp.pad(x, [(radius, radius) if a == axis else (0, 0) for a in range(x.ndim)], mode="edge")
+        padded = jnp.pad(x, [(radius, radius) if a == axis else (0, 0) for a in range(x.ndim)], mode=mode)
         moved = jnp.moveaxis(padded, axis, -1)
         conv = jax.vmap(lambda v: jnp.convolve(v, kernel, mode="valid"))(moved.reshape(-1, moved.shape[-1]))
         x = jnp.moveaxis(conv.reshape(*moved.shape[:-1], -1), -1, axis)
@@ -169,24 +322,38 @@ def deletion_insertion(
     *,
     step: int = 1,
     baseline: float = 0.0,
+    blur: str = "rise",
     blur_sigma: float = 5.0,
     score: str = "softmax",
     targets=None,
+    tie_draws: int = 64,
+    key: jax.Array | None = None,
+    precision: str | None = "highest",
     batch_size: int = 50,
     mesh=None,
 ) -> dict[str, np.ndarray | float]:
-    """Deletion and insertion curves and AUCs (Petsiuk et al. 2018, RISE).
+    """Deletion and insertion curves and AUCs (Petsiuk, Das & Saenko 2018, RISE).
 
     Positions are visited in decreasing saliency, `step` at a time. Deletion sets them to
-    `baseline` starting from x; insertion copies them from x into a blurred x
-    (Gaussian, blur_sigma). The class probability is recorded before the first and after
-    every step; AUC is the trapezoid area over the removed/inserted fraction in [0, 1].
-    Returns per-input curves (N, steps + 1), AUCs (N,) and their means.
+    `baseline` starting from x; insertion copies them from x into a blurred x. The class
+    probability is recorded before the first and after every step; AUC is the trapezoid
+    area over the removed/inserted fraction in [0, 1].
+    blur: "rise" (default: RISE's reference kernel, 11 taps of sigma = blur_sigma with the
+      tails folded back, zero padding; the metric is defined by that code, so its AUCs are
+      comparable with published ones) or "gaussian" (sigma over 2 ceil(3 sigma) + 1 taps, edge
+      padding; this library's earlier default). See gaussian_blur.
+    Ties (positions of exactly equal saliency) are visited in uniformly random order: the
+    curves of an input with ties are the mean over tie_draws keyed orders (key, default
+    jax.random.key(0)); inputs without ties use one order. precision: as drop_increase.
+    Returns per-input curves (N, steps + 1), AUCs (N,), their means and "tie_share".
     """
     xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "deletion_insertion")
     step = check_int(step, "step", 1)
     baseline = check_float(baseline, "baseline")
     blur_sigma = check_float(blur_sigma, "blur_sigma", low=0.0, low_open=True)
+    check_choice(blur, "blur", BLURS)
+    tie_draws = check_int(tie_draws, "tie_draws", 1)
+    check_precision(precision)
     n_pos = int(np.prod(xs.shape[1:-1]))
     if step > n_pos:
         raise ValueError(f"step {step} exceeds the {n_pos} spatial positions")
@@ -199,24 +366,33 @@ def deletion_insertion(
         logits = f(v)
         return jnp.where(jnp.isfinite(logits).all(), s(logits)[c], jnp.nan)
 
-    def one(x, m, t):
-        c = jnp.where(t < 0, jnp.argmax(f(x)), t)
-        rank = jnp.argsort(jnp.argsort(-m.ravel(), stable=True)).reshape(m.shape)
-        blurred = gaussian_blur(x, blur_sigma)
+    def make_one(draws):
+        def one(x, m, t, kd, i):
+            c = jnp.where(t < 0, jnp.argmax(f(x)), t)
+            ranks = index_ranks(m)[None] if draws == 1 else tie_broken_ranks(m, _input_key(kd, i), draws)
+            blurred = gaussian_blur(x, blur_sigma, blur)
 
-        def at(count):
-            chosen = (rank < count)[..., None]
-            deleted = jnp.where(chosen, baseline, x)
-            inserted = jnp.where(chosen, x, blurred)
-            return score_of(deleted, c), score_of(inserted, c)
+            def curves(rank):
+                def at(count):
+                    chosen = (rank < count)[..., None]
+                    return score_of(jnp.where(chosen, baseline, x), c), score_of(jnp.where(chosen, x, blurred), c)
 
-        return jax.vmap(at)(jnp.asarray(counts))
+                return jax.vmap(at)(jnp.asarray(counts))
 
-    run = _runner(f, ("deletion_insertion", step, baseline, blur_sigma, score, n_pos), lambda: one, mesh, 3)
-    deletion, insertion = _in_batches(run, (xs, maps, targets), batch_size, mesh)
+            deletion, insertion = jax.vmap(curves)(ranks)
+            return deletion.mean(0), insertion.mean(0)
+        return one
+
+    tied = has_ties(maps) if tie_draws > 1 else np.zeros(len(xs), bool)
+    settings = ("deletion_insertion", step, baseline, blur, blur_sigma, score, n_pos)
+    plain = _runner(f, (*settings, 1), lambda: make_one(1), mesh, 5)
+    with_ties = _runner(f, (*settings, tie_draws), lambda: make_one(tie_draws), mesh, 5)
+    arrays = (xs, maps, targets, _key_data(key, len(xs)), np.arange(len(xs), dtype=np.int32))
+    deletion, insertion = _split_run(plain, with_ties, tied, arrays, batch_size, tie_draws, mesh, precision)
     _check_scores(np.concatenate([deletion, insertion], 1), "deletion_insertion")
     auc = lambda curves: np.trapezoid(curves, fractions, axis=1)  # noqa: E731
     d_auc, i_auc = auc(deletion), auc(insertion)
     return {"fractions": fractions, "deletion_curve": deletion, "insertion_curve": insertion,
             "deletion_auc": d_auc, "insertion_auc": i_auc,
-            "deletion_auc_mean": float(d_auc.mean()), "insertion_auc_mean": float(i_auc.mean())}
+            "deletion_auc_mean": float(d_auc.mean()), "insertion_auc_mean": float(i_auc.mean()),
+            "tie_share": float(tied.mean())}
