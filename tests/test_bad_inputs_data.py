@@ -37,7 +37,9 @@ def warns(match: str, fn):
 @functools.cache
 def fresh(seed: int = 0) -> dict:
     d = load_mnist1d(seed=seed, num_samples=N, cache_dir=None)
-    return {k: getattr(d, k) for k in FIELDS}
+    wide = load_mnist1d(seed=seed, num_samples=N, cache_dir=None, support="any")
+    return {**{k: getattr(d, k) for k in FIELDS},
+            "support_any_train": wide.support_train, "support_any_test": wide.support_test}
 
 
 def mnist_args(**kw):
@@ -51,8 +53,10 @@ def cache_file(tmp_path: Path, seed: int = 0) -> Path:
 def meta(seed=0, num_samples=N, train_split=0.8):
     from importlib.metadata import version
 
+    from xai_jax.data.mnist1d import CACHE_FORMAT
+
     return {"arg_seed": seed, "arg_num_samples": num_samples, "arg_train_split": train_split,
-            "arg_version": version("mnist1d")}
+            "arg_version": version("mnist1d"), "arg_format": CACHE_FORMAT}
 
 
 def bad_cache(reason: str, **arrays):

@@ -61,3 +61,33 @@ def test_bad_arguments():
         load_mnist1d(train_split=1.5, cache_dir=None)
     with pytest.raises(TypeError, match="seed"):
         load_mnist1d(seed="42", cache_dir=None)
+
+
+def test_support_any_is_a_superset_larger_at_the_edges(tmp_path):
+    """support="any" (any template contribution) contains "majority" (> 0.5) and extends it
+    by at most one position at each end; the generator's own region decides both."""
+    a = load_mnist1d(cache_dir=tmp_path)
+    b = load_mnist1d(cache_dir=tmp_path, support="any")
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    sa = np.concatenate([a.support_train, a.support_test])
+    sb = np.concatenate([b.support_train, b.support_test])
+    assert not (sa & ~sb).any()
+    grown = (sb & ~sa).sum(1)
+    assert grown.max() <= 2 and (grown > 0).sum() == 2195
+    for row_a, row_b in zip(sa[grown > 0][:50], sb[grown > 0][:50]):
+        ia, ib = np.flatnonzero(row_a), np.flatnonzero(row_b)
+        assert ib[0] >= ia[0] - 1 and ib[-1] <= ia[-1] + 1 and np.all(np.diff(ib) == 1)
+    with pytest.raises(ValueError, match="support must be one of"):
+        load_mnist1d(cache_dir=tmp_path, support="all")
+
+
+def test_old_format_cache_is_rebuilt(tmp_path):
+    """A cache without the current format tag (e.g. one support kind only) is regenerated."""
+    load_mnist1d(num_samples=100, cache_dir=tmp_path)
+    file = next(tmp_path.glob("*.npz"))
+    with np.load(file) as z:
+        old = {k: z[k] for k in z.files if not k.startswith("support_any") and k != "arg_format"}
+    np.savez(file, **old)
+    with pytest.warns(UserWarning, match="format"):
+        again = load_mnist1d(num_samples=100, cache_dir=tmp_path, support="any")
+    assert again.support_test.shape == (20, 40)

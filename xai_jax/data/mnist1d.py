@@ -10,8 +10,14 @@ with correlated noise, adds iid noise and a linear shear, and resamples to 40 sa
 Alongside it we replay the same steps with the same random draws (same seed, same order
 of `np.random` calls) on an indicator of the generator's own "digit" region
 (`new_x != 0` after the roll, which is what the generator uses to decide where noise
-goes), resample that indicator to 40 samples and threshold it at 0.5. The replay is
-checked against the package's signals sample by sample, so the draws cannot drift.
+goes) and resample that indicator to 40 samples. Two supports follow from it
+(`load_mnist1d(support=...)`):
+- "majority" (default): positions where more than half of the resampled indicator comes
+  from the template (> 0.5);
+- "any": positions with any template contribution (> 0), a superset of "majority" (one edge
+  positions larger, by one or two at the edges, in 2,195 of the 5,000 default signals).
+The replay is checked against the package's signals sample by sample, so the draws cannot
+drift.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "data"
 
 @dataclass(frozen=True)
 class MNIST1D:
-    """x_*: (N, 40, 1) float32; y_*: (N,) int32; support_*: (N, 40) bool (digit support)."""
+    """x_*: (N, 40, 1) float32; y_*: (N,) int32; support_*: (N, 40) bool (digit support of
+    the kind `load_mnist1d(support=...)` chose)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -53,15 +60,20 @@ def _args(seed: int, num_samples: int, train_split: float):
     return args
 
 
-def _replay_supports(args) -> tuple[np.ndarray, np.ndarray]:
-    """Replays mnist1d.make_dataset's random draws; returns (signals, supports) pre-normalisation."""
+SUPPORTS = ("majority", "any")
+CACHE_FORMAT = 2  # 2: both support kinds stored; older caches are rebuilt
+
+
+def _replay_supports(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Replays mnist1d.make_dataset's random draws; returns (signals pre-normalisation,
+    "majority" supports, "any" supports)."""
     from mnist1d.data import get_templates
     from mnist1d.transform import corr_noise_like, iid_noise_like, interpolate, shear
     from mnist1d.utils import set_seed
 
     templates = get_templates()
     set_seed(args.seed)
-    xs, masks = [], []
+    xs, masks, anys = [], [], []
     per_class = args.num_samples // len(templates["y"])
     long_len = args.template_len + args.padding[-1]
     for label in range(len(templates["y"])):
@@ -79,9 +91,11 @@ def _replay_supports(args) -> tuple[np.ndarray, np.ndarray]:
             x = x + iid_noise_like(x, args.iid_noise_scale)
             x = shear(x, args.shear_scale)
             xs.append(interpolate(x, args.final_seq_length))
-            masks.append(interpolate(region.astype(np.float64), args.final_seq_length) > 0.5)
+            share = interpolate(region.astype(np.float64), args.final_seq_length)
+            masks.append(share > 0.5)
+            anys.append(share > 0.0)
     perm = np.random.permutation(len(xs))
-    return np.stack(xs)[perm], np.stack(masks)[perm]
+    return np.stack(xs)[perm], np.stack(masks)[perm], np.stack(anys)[perm]
 
 
 def _generate(seed: int, num_samples: int, train_split: float) -> dict[str, np.ndarray]:
@@ -89,7 +103,7 @@ def _generate(seed: int, num_samples: int, train_split: float) -> dict[str, np.n
 
     args = _args(seed, num_samples, train_split)
     data = make_dataset(args)
-    raw, support = _replay_supports(args)
+    raw, support, support_any = _replay_supports(args)
     raw = (raw - raw.mean()) / raw.std()
     x_all = np.concatenate([data["x"], data["x_test"]])
     if not np.allclose(raw, x_all, atol=1e-6):
@@ -105,6 +119,8 @@ def _generate(seed: int, num_samples: int, train_split: float) -> dict[str, np.n
         "y_test": data["y_test"].astype(np.int32),
         "support_train": support[:split],
         "support_test": support[split:],
+        "support_any_train": support_any[:split],
+        "support_any_test": support_any[split:],
     }
 
 
@@ -151,7 +167,8 @@ def _validate_args(seed, num_samples, train_split) -> tuple[int, int, float, int
 def _cache_problem(z, seed: int, num_samples: int, train_split: float, n_train: int) -> str | None:
     """Why the opened cache `z` cannot stand for these arguments, or None when it can."""
     names = set(z.files)
-    stored = {"seed": seed, "num_samples": num_samples, "train_split": train_split, "version": _generator_version()}
+    stored = {"seed": seed, "num_samples": num_samples, "train_split": train_split, "version": _generator_version(),
+              "format": CACHE_FORMAT}
     for key, want in stored.items():
         if f"arg_{key}" not in names:
             return f"it does not record the generator's {key} (an old cache)"
@@ -161,7 +178,8 @@ def _cache_problem(z, seed: int, num_samples: int, train_split: float, n_train: 
     n_test = num_samples - n_train
     shapes = {"x_train": ((n_train, 40, 1), np.float32), "x_test": ((n_test, 40, 1), np.float32),
               "y_train": ((n_train,), np.int32), "y_test": ((n_test,), np.int32),
-              "support_train": ((n_train, 40), np.bool_), "support_test": ((n_test, 40), np.bool_)}
+              "support_train": ((n_train, 40), np.bool_), "support_test": ((n_test, 40), np.bool_),
+              "support_any_train": ((n_train, 40), np.bool_), "support_any_test": ((n_test, 40), np.bool_)}
     for key, (shape, dtype) in shapes.items():
         if key not in names:
             return f"it has no array {key!r}"
@@ -176,7 +194,15 @@ def _cache_problem(z, seed: int, num_samples: int, train_split: float, n_train: 
     y = np.concatenate([z["y_train"], z["y_test"]])
     if y.min() < 0 or y.max() >= 10:
         return f"labels span {y.min()}..{y.max()}, expected 0..9"
+    if (z["support_train"] & ~z["support_any_train"]).any() or (z["support_test"] & ~z["support_any_test"]).any():
+        return "the 'any' supports do not contain the 'majority' ones"
     return None
+
+
+def _pick(arrays: dict, support: str) -> MNIST1D:
+    fields = {k: arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    prefix = "support_any_" if support == "any" else "support_"
+    return MNIST1D(**fields, support_train=arrays[prefix + "train"], support_test=arrays[prefix + "test"])
 
 
 def load_mnist1d(
@@ -185,6 +211,7 @@ def load_mnist1d(
     train_split: float = 0.8,
     cache_dir: str | os.PathLike | None = DEFAULT_CACHE,
     regenerate: bool = False,
+    support: str = "majority",
 ) -> MNIST1D:
     """Loads (generating and caching on first use) MNIST-1D.
 
@@ -194,10 +221,14 @@ def load_mnist1d(
     the cache. The cache records these arguments and the mnist1d version; a cache that is
     unreadable, made otherwise, or whose arrays have the wrong shape, dtype, values or labels
     is regenerated with a warning saying why. Same seed, same data.
+    support: "majority" (default; > half of a position comes from the digit's template) or
+    "any" (any template contribution); see the module docstring.
     """
     seed, num_samples, train_split, n_train = _validate_args(seed, num_samples, train_split)
+    if not isinstance(support, str) or support not in SUPPORTS:
+        raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
     if cache_dir is None:
-        return MNIST1D(**_generate(seed, num_samples, train_split))
+        return _pick(_generate(seed, num_samples, train_split), support)
     path = _prepare_cache_dir(cache_dir)
     file = path / f"mnist1d_seed{seed}_n{num_samples}_split{train_split!r}.npz"
     if file.exists() and not regenerate:
@@ -205,13 +236,13 @@ def load_mnist1d(
             with np.load(file) as z:
                 problem = _cache_problem(z, seed, num_samples, train_split, n_train)
                 if problem is None:
-                    return MNIST1D(**{k: z[k] for k in MNIST1D.__dataclass_fields__})
+                    return _pick({k: z[k] for k in z.files}, support)
         except Exception as e:  # corrupt cache: say so, then rebuild it
             problem = f"unreadable ({type(e).__name__}: {e})"
         warnings.warn(f"[mnist1d] cache file {file} is stale: {problem}; regenerating", stacklevel=2)
     arrays = _generate(seed, num_samples, train_split)
     meta = {"arg_seed": seed, "arg_num_samples": num_samples, "arg_train_split": train_split,
-            "arg_version": _generator_version()}
+            "arg_version": _generator_version(), "arg_format": CACHE_FORMAT}
     # Write atomically so that an interrupted run never leaves half a cache file.
     fd, tmp = tempfile.mkstemp(dir=path, suffix=".npz.tmp")
     try:
@@ -221,4 +252,4 @@ def load_mnist1d(
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return MNIST1D(**arrays)
+    return _pick(arrays, support)
