@@ -165,3 +165,24 @@ def test_completeness_errors_linear_is_zero_and_bootstrap():
     assert lo < mean < hi and lo < 1.0 < hi
     _, lo2, hi2 = bootstrap_ci(v[:50])
     assert hi2 - lo2 > hi - lo
+
+
+def test_localisation_offsets_ties_and_signs():
+    support = np.zeros((3, 10), bool)
+    support[:, 2:5] = True
+    g = support.astype(float)
+    offset = 5.0 + g  # an all-positive map with a constant offset
+    np.testing.assert_allclose(relevance_mass(offset, support), (3 * 6.0) / (3 * 6.0 + 7 * 5.0))
+    np.testing.assert_allclose(relevance_mass(offset, support, shift="min"), 1.0)
+    np.testing.assert_allclose(localisation_auroc(offset, support), 1.0)  # AUROC ignores offsets
+    # a constant map: every position ties at the maximum; the expectation is the support's share
+    np.testing.assert_allclose(pointing_game(np.zeros((3, 10)), support), 0.3)
+    two = np.zeros((3, 10))
+    two[:, [0, 3]] = 1.0  # one tied maximum inside, one outside
+    np.testing.assert_allclose(pointing_game(two, support), 0.5)
+    # signed: negative evidence inside the support ranks below noise unless the magnitude is used
+    signed = np.where(support, -2.0, 0.1) * np.r_[1.0, 1.2, 1.1][:, None]
+    assert localisation_auroc(signed, support).max() == 0.0
+    np.testing.assert_allclose(localisation_auroc(np.abs(signed), support), 1.0)
+    with pytest.raises(ValueError, match="shift must be one of"):
+        relevance_mass(offset, support, shift="mean")

@@ -2,8 +2,16 @@
 
 On MNIST-1D the support is where the digit's template lies (xai_jax.data.mnist1d).
 - pointing game (Zhang et al. 2016): is the most salient position inside the support?
-- relevance mass (Arras et al. 2022): share of the positive relevance inside the support.
+  Ties at the maximum count as a uniformly random pick among them (the expectation).
+- relevance mass (Arras et al. 2022): share of the positive relevance inside the support;
+  `shift="min"` first subtracts each map's minimum, so a constant offset (RISE's maps are
+  all positive) does not dilute it.
 - AUROC: the saliency as a score for "inside the support" (Mann-Whitney U, ties averaged).
+
+Signed maps (IG, Gradient x Input) carry negative evidence inside the support too; these
+metrics rank it below noise. Pass |map| for the magnitude view (xai_jax.compare reports both
+and ranks signed methods by the absolute variant: a position's relevance is its magnitude,
+the sign its direction).
 """
 
 from __future__ import annotations
@@ -32,14 +40,26 @@ def _check(saliency, support, who: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pointing_game(saliency, support) -> np.ndarray:
-    """(N,) 1.0 where the argmax of the map lies in the support."""
+    """(N,) 1.0 where the map's maximum lies in the support; with several positions at the
+    maximum, the share of them inside (the expectation over a random pick, no index bias)."""
     sal, sup = _check(saliency, support, "pointing_game")
-    return sup[np.arange(len(sal)), sal.argmax(1)].astype(np.float64)
+    at_max = sal == sal.max(1, keepdims=True)
+    return (at_max & sup).sum(1) / at_max.sum(1)
 
 
-def relevance_mass(saliency, support) -> np.ndarray:
-    """(N,) sum of positive relevance inside / sum of positive relevance (0 if none)."""
+SHIFTS = ("none", "min")
+
+
+def relevance_mass(saliency, support, *, shift: str = "none") -> np.ndarray:
+    """(N,) sum of positive relevance inside / sum of positive relevance (0 if none).
+
+    shift="min": the map minus its minimum (offset-invariant: a map c + g scores as g does).
+    """
+    if not isinstance(shift, str) or shift not in SHIFTS:
+        raise ValueError(f"shift must be one of {SHIFTS}, got {shift!r}")
     sal, sup = _check(saliency, support, "relevance_mass")
+    if shift == "min":
+        sal = sal - sal.min(1, keepdims=True)
     pos = np.maximum(sal, 0)
     total = pos.sum(1)
     return np.where(total > 0, (pos * sup).sum(1) / np.where(total > 0, total, 1), 0.0)
