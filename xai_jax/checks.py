@@ -28,6 +28,9 @@ def is_concrete(*xs: Any) -> bool:
     return not any(isinstance(x, _TRACER) for x in xs)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -60,6 +63,8 @@ def check_float(value: Any, name: str, *, low: float | None = None, high: float 
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    if abs(value) > FLOAT32_MAX:  # it meets float32 inputs, where it would become inf
+        raise ValueError(f"{name} must fit in float32 (|{name}| <= {FLOAT32_MAX:.4g}), got {value:g}")
     lo_bad = low is not None and (value <= low if low_open else value < low)
     hi_bad = high is not None and (value >= high if high_open else value > high)
     if lo_bad or hi_bad:
@@ -198,3 +203,32 @@ def num_outputs(f: Any, x_shape: tuple[int, ...], dtype=jnp.float32, name: str =
             f"{tuple(x_shape)} it returned {getattr(out, 'shape', type(out).__name__)} (is x batched?)"
         )
     return int(out.shape[0])
+
+
+def check_mesh(mesh: Any, name: str = "mesh") -> Any:
+    """None, or a jax.sharding.Mesh with a "data" axis (xai_jax.distributed.data_mesh makes one)."""
+    if mesh is None:
+        return None
+    from jax.sharding import Mesh
+
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{name} must be a jax.sharding.Mesh (e.g. xai_jax.distributed.data_mesh()), "
+                        f"got {type(mesh).__name__}")
+    if "data" not in mesh.axis_names:
+        raise ValueError(f"{name} must have a 'data' axis to shard inputs along, got axes {mesh.axis_names}")
+    return mesh
+
+
+def check_callable(f: Any, name: str = "f", what: str = "a function x -> class scores") -> Any:
+    """A callable; a flax Module passed where a function is expected gets a pointed hint."""
+    try:
+        import flax.linen as nn
+
+        if isinstance(f, nn.Module):
+            raise TypeError(f"{name} must be {what}, got the flax module {type(f).__name__}; "
+                            f"pass xai_jax.model_fn(model, params)")
+    except ImportError:  # pragma: no cover
+        pass
+    if not callable(f):
+        raise TypeError(f"{name} must be {what}, got {type(f).__name__}")
+    return f
