@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import xai_jax as xj
+from xai_jax.compare import predictions
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -76,6 +77,38 @@ def support(n=N):
 def nan_logits(x):
     """A 10-class model whose first logit is NaN for every finite input."""
     return jnp.concatenate([jnp.full(1, jnp.nan), jnp.full(9, x.sum())])
+
+
+@functools.cache
+def broken():
+    """(model, params, f) of the CNN with a NaN bias on class 0's logit: every score is NaN
+    after the softmax, and the logit of class 0 is NaN for every input."""
+    model, params, _ = cnn()
+    pn = {k: dict(v) for k, v in params.items()}
+    pn["dense"]["bias"] = params["dense"]["bias"].at[0].set(jnp.nan)
+    return model, pn, xj.model_fn(model, pn)
+
+
+BROKEN = {
+    "saliency": lambda: xj.saliency(broken()[2]),
+    "integrated_gradients": lambda: xj.integrated_gradients(broken()[2], steps=8),
+    "grad_cam": lambda: xj.grad_cam(broken()[0], broken()[1]),
+    "sise": lambda: xj.sise(broken()[0], broken()[1]),
+}
+
+
+def broken_jit(name):
+    run = lambda: jax.jit(jax.vmap(BROKEN[name]()))(jnp.asarray(data(2)), jnp.zeros(2, jnp.int32))  # noqa: E731
+    return lambda p: lambda: np.asarray(run())
+
+
+def completeness_softmax_gap(result, tmp_path):
+    """"gap" is F(x) - F(0) of the differentiated score (softmax here), not of the logit."""
+    _, _, f_ = cnn()
+    xs = data()
+    sm = lambda v: np.asarray(jax.nn.softmax(f_(jnp.asarray(v))))  # noqa: E731
+    want = np.array([sm(x)[t] - sm(np.zeros_like(x))[t] for x, t in zip(xs, np.arange(N))])
+    np.testing.assert_allclose(result["gap"], want, rtol=1e-4, atol=1e-7)
 
 
 def targets(*values):
@@ -502,6 +535,54 @@ CASES = [
                  (ValueError, ["returned NaN", "[0, 1, 2, 3]"]), id="attribute-rise-nan-logits"),
     pytest.param(lambda p: lambda: jax.jit(xj.rise(nan_logits, n_masks=20, grid=4))(X0, 1, KEY),
                  lambda r, p: np.testing.assert_array_equal(np.isnan(np.asarray(r)), True), id="jit-rise-nan-logits"),
+    # 13. a broken model (NaN logit) under gradient and CAM methods: attribute and eager calls raise, jit gives NaN
+    *[pytest.param(lambda p, n=name: lambda: xj.attribute(BROKEN[n](), XS, targets(), progress=False),
+                   (ValueError, ["returned NaN", "[0, 1, 2, 3]"]), id=f"attribute-{name}-broken-model")
+      for name in BROKEN],
+    *[pytest.param(lambda p, n=name: lambda: BROKEN[n]()(X0, 1), (ValueError, ["NaN or inf scores"]),
+                   id=f"eager-{name}-broken-model") for name in BROKEN],
+    *[pytest.param(broken_jit(name), lambda r, p: np.testing.assert_array_equal(np.isnan(r), True),
+                   id=f"jit-{name}-broken-model") for name in BROKEN],
+    pytest.param(lambda p: lambda: predictions(broken()[2], XS),
+                 (ValueError, ["NaN or inf scores", "[0, 1, 2, 3]"]), id="predictions-broken-model"),
+    pytest.param(lambda p: lambda: predictions(lambda x: cnn()[0].apply({"params": cnn()[1]}, x[None]), XS),
+                 (ValueError, ["vector of class scores", "(1, 10)"]), id="predictions-batched-output"),
+    # 14. helpers and arguments found by the audit
+    pytest.param(lambda p: lambda: completeness_errors(f(), XS, np.arange(N), steps=8, score="softmax"),
+                 completeness_softmax_gap, id="completeness-gap-uses-score"),
+    pytest.param(lambda p: lambda: xj.metrics.spearman_rows(maps(bad=1), maps()), (ValueError, ["a", "NaN", "[1]"]),
+                 id="spearman-nan"),
+    pytest.param(lambda p: lambda: xj.metrics.spearman_rows(maps()[0], maps()[1]), (ValueError, ["(N, D...)"]),
+                 id="spearman-1d"),
+    pytest.param(lambda p: lambda: gaussian_blur(jnp.zeros((40, 1)), 2.0, "rise", taps=4),
+                 (ValueError, ["taps", "odd"]), id="blur-even-taps"),
+    pytest.param(lambda p: lambda: gaussian_blur(jnp.zeros(40), 2.0), (ValueError, ["x", "(40,)"]), id="blur-1d-x"),
+    pytest.param(lambda p: lambda: xj.metrics.top_k_mask(jnp.array([np.nan, 0.1, 0.2, 0.3]), 0.25),
+                 (ValueError, ["saliency", "NaN"]), id="topk-nan"),
+    pytest.param(lambda p: lambda: xj.metrics.top_k_mask(jnp.zeros(0), 0.5), (ValueError, ["saliency", "empty"]),
+                 id="topk-empty"),
+    pytest.param(lambda p: lambda: xj.completeness_delta(f(), jnp.ones((39, 1)), X0, 0),
+                 (ValueError, ["attributions", "(40, 1)", "(39, 1)"]), id="completeness-delta-shape"),
+    pytest.param(lambda p: lambda: bootstrap_ci(None), (TypeError, ["values", "NoneType"]), id="bootstrap-none"),
+    pytest.param(lambda p: lambda: bootstrap_ci(np.array([1 + 5j, 2 + 5j])), (TypeError, ["values", "complex"]),
+                 id="bootstrap-complex"),
+    pytest.param(lambda p: lambda: xj.smoothgrad(xj.integrated_gradients(f(), steps=4, return_delta=True)),
+                 (TypeError, ["return_delta"]), id="smoothgrad-of-delta-ig"),
+    pytest.param(lambda p: lambda: xj.saliency(None), (TypeError, ["f", "NoneType"]), id="saliency-f-none"),
+    pytest.param(lambda p: lambda: xj.integrated_gradients(cnn()[0]), (TypeError, ["f", "model_fn"]),
+                 id="ig-f-module"),
+    pytest.param(lambda p: lambda: xj.occlusion(f(), window=4, baseline=1e300), (ValueError, ["baseline", "float32"]),
+                 id="occlusion-baseline-overflows"),
+    pytest.param(lambda p: lambda: drop_increase(f(), XS, maps(), fill=1e300), (ValueError, ["fill", "float32"]),
+                 id="drop-fill-overflows"),
+    pytest.param(attribute_call("saliency", XS, targets(), mesh="cpu"), (TypeError, ["mesh", "str"]),
+                 id="attribute-mesh-str"),
+    pytest.param(lambda p: lambda: drop_increase(f(), XS, maps(), mesh="cpu"), (TypeError, ["mesh"]),
+                 id="drop-mesh-str"),
+    pytest.param(lambda p: lambda: xj.attribute(method("saliency"), [XS[0], XS[0][:20]], [0, 1]),
+                 (TypeError, ["xs", "equally shaped"]), id="attribute-ragged"),
+    pytest.param(lambda p: lambda: xj.quadrature("trapezoid", [4]), (TypeError, ["steps", "list"]),
+                 id="quadrature-steps-list"),
 ]
 
 

@@ -8,12 +8,13 @@ every metric, with bootstrap confidence intervals and a per-class breakdown.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution import (
@@ -29,7 +30,7 @@ from xai_jax.attribution import (
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.perturbation import occlusion, rise
 from xai_jax.batches import run_in_batches
-from xai_jax.checks import check_batch, check_int
+from xai_jax.checks import check_batch, check_callable, check_int, num_outputs
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -50,6 +51,7 @@ class Method:
     keyed: bool = False
     reduce: Callable[[np.ndarray], np.ndarray] = field(default=lambda a: a)
     batch_size: int = 100
+    signed: bool = False  # maps carry negative evidence: localisation is reported signed and absolute
 
 
 def _channel_sum(a):
@@ -88,9 +90,10 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
             "Integrated Gradients",
             lambda p: integrated_gradients(f(p), steps=ig_steps, rule="trapezoid",
                                            chunk_size=32 if image and not light else None),
-            reduce=_channel_sum, batch_size=(1 if light else 4) if image else 100),
+            reduce=_channel_sum, batch_size=(1 if light else 4) if image else 100, signed=True),
         "Saliency": Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
-        "Gradient x Input": Method("Gradient x Input", lambda p: gradient_x_input(f(p)), reduce=_channel_sum),
+        "Gradient x Input": Method("Gradient x Input", lambda p: gradient_x_input(f(p)), reduce=_channel_sum,
+                                   signed=True),
         "SmoothGrad": Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples, sigma=0.15),
                              keyed=True, reduce=_channel_abs_sum, batch_size=2 if image else 100),
         "RISE": Method("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
@@ -103,7 +106,7 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
         "Occlusion": Method("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
                                                             stride=stride if image else 1,
                                                             chunk_size=64 if image else None),
-                            batch_size=4 if image else 100),
+                            batch_size=4 if image else 100, signed=True),
     }
     if study:
         suite["Study Grad-CAM (softmax)"] = Method(
@@ -133,23 +136,60 @@ def explain_all(suite: dict[str, Method], params: Any, xs: np.ndarray, targets: 
     return maps, ms
 
 
+LOCALISATION = ("pointing_game", "relevance_mass", "relevance_mass_min", "auroc")
+
+
+def _localisation(mp: np.ndarray, supports: np.ndarray, suffix: str = "") -> dict[str, np.ndarray]:
+    return {"pointing_game" + suffix: pointing_game(mp, supports),
+            "relevance_mass" + suffix: relevance_mass(mp, supports),
+            "relevance_mass_min" + suffix: relevance_mass(mp, supports, shift="min"),
+            "auroc" + suffix: localisation_auroc(mp, supports)}
+
+
 def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.ndarray], *,
-                k: float, supports: np.ndarray | None = None, deletion_step: int = 1,
-                blur_sigma: float = 5.0, completeness: dict[str, np.ndarray] | None = None,
+                k: float, supports: np.ndarray | None = None, supports_any: np.ndarray | None = None,
+                signed: Iterable[str] = (), conventions: Sequence[str] = ("precise",),
+                deletion_step: int = 1, blur: str = "rise", blur_sigma: float = 5.0,
+                completeness: dict[str, np.ndarray] | None = None, tie_draws: int = 64,
                 seed: int = 0, batch_size: int = 50) -> dict[str, Any]:
     """Every metric for every method: per-input values, means with bootstrap 95% CIs and a
-    per-class breakdown. Drop/increase and deletion/insertion use the predicted class."""
+    per-class breakdown. Drop/increase and deletion/insertion use the predicted class.
+
+    conventions: drop/increase conventions computed; "precise" gives "drop"/"increase",
+      "study" gives "drop_study"/"increase_study" (see metrics.drop_increase).
+    signed: names of methods whose maps are signed; their localisation metrics use |map|
+      (a position's relevance is its magnitude; the sign is its direction) and the signed
+      map's values are reported beside them with the suffix "_signed".
+    supports_any: the looser "any template contribution" supports; localisation under them
+      is reported with the suffix "_any".
+    Also returns, per method, the share of inputs with ties at the top-k cut and in the
+    deletion ordering, and the share of inputs whose float32 softmax saturates ("shares").
+    """
+    signed = set(signed)
     per_input: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
+    shares: dict[str, dict[str, float]] = {}
+    key = jax.random.key(seed)
     for name, mp in maps.items():
-        di = drop_increase(f, xs, mp, k=k, batch_size=batch_size)
-        dl = deletion_insertion(f, xs, mp, step=deletion_step, blur_sigma=blur_sigma, batch_size=batch_size)
-        values = {"drop": di["drop"], "increase": di["increase"],
-                  "deletion_auc": dl["deletion_auc"], "insertion_auc": dl["insertion_auc"]}
+        values: dict[str, np.ndarray] = {}
+        for convention in conventions:
+            di = drop_increase(f, xs, mp, k=k, batch_size=batch_size, convention=convention, tie_draws=tie_draws,
+                               key=key)
+            tag = "" if convention == "precise" else f"_{convention}"
+            values["drop" + tag], values["increase" + tag] = di["drop"], di["increase"]
+            shares.setdefault(name, {})[f"saturated{tag}"] = di["saturated_share"]
+            shares[name][f"tie_topk{tag}"] = di["tie_share"]
+        dl = deletion_insertion(f, xs, mp, step=deletion_step, blur=blur, blur_sigma=blur_sigma,
+                                batch_size=batch_size, tie_draws=tie_draws, key=key)
+        values.update(deletion_auc=dl["deletion_auc"], insertion_auc=dl["insertion_auc"])
+        shares[name]["tie_ordering"] = dl["tie_share"]
         if supports is not None:
-            values["pointing_game"] = pointing_game(mp, supports)
-            values["relevance_mass"] = relevance_mass(mp, supports)
-            values["auroc"] = localisation_auroc(mp, supports)
+            ranked = np.abs(mp) if name in signed else mp
+            values.update(_localisation(ranked, supports))
+            if name in signed:
+                values.update(_localisation(mp, supports, "_signed"))
+            if supports_any is not None:
+                values.update(_localisation(ranked, supports_any, "_any"))
         if completeness is not None and name in completeness:
             values["completeness_error"] = completeness[name]
         per_input[name] = values
@@ -160,7 +200,8 @@ def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.
     classes = np.unique(ys)
     per_class = {name: {metric: {int(c): float(v[ys == c].mean()) for c in classes}
                         for metric, v in values.items()} for name, values in per_input.items()}
-    return {"per_input": per_input, "summary": summary, "per_class": per_class, "curves": curves}
+    return {"per_input": per_input, "summary": summary, "per_class": per_class, "curves": curves,
+            "shares": shares, "signed": sorted(signed & set(maps))}
 
 
 def sanity_all(suite: dict[str, Method], model: nn.Module, params: Any, xs: np.ndarray, targets: np.ndarray,
@@ -178,5 +219,12 @@ def predictions(f: Callable, xs: np.ndarray, batch_size: int = 500) -> np.ndarra
     """Predicted classes of f over xs (jitted, vmapped, fixed-size padded batches)."""
     xs = check_batch(xs, "xs", who="predictions")
     check_int(batch_size, "batch_size", 1)
-    fn = jax.jit(lambda x: jax.vmap(f)(x).argmax(-1))
-    return run_in_batches(fn, (np.asarray(xs),), min(batch_size, len(xs)))
+    num_outputs(check_callable(f, "f"), tuple(xs.shape[1:]), xs.dtype)  # f maps one x to a score vector
+    fn = jax.jit(lambda x: (lambda z: (z.argmax(-1), jnp.isfinite(z).all(-1)))(jax.vmap(f)(x)))
+    preds, finite = run_in_batches(fn, (np.asarray(xs),), min(batch_size, len(xs)))
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"the model f returned NaN or inf scores for inputs {bad[:5].tolist()}"
+                         f"{' ...' if bad.size > 5 else ''}: no class can be predicted")
+    return preds
+

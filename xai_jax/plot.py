@@ -173,3 +173,36 @@ def sanity_curves(results: Mapping[str, Mapping[str, float]], path=None):
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def rank_figure(summary: Mapping[str, Mapping[str, tuple[float, float, float]]],
+                metrics: Mapping[str, tuple[str, str]], *, note: str = "", path=None):
+    """Method x metric grid: colour = rank within the column (1 = best, by each metric's
+    better direction), text = the mean. Variant columns (signed maps, 'any' supports, the
+    study's convention) sit beside the ranking metrics; `note` is printed underneath."""
+    methods = list(summary)
+    cols = [m for m in metrics if any(m in summary[name] for name in methods)]
+    values = np.full((len(methods), len(cols)), np.nan)
+    for i, name in enumerate(methods):
+        for j, m in enumerate(cols):
+            if m in summary[name]:
+                values[i, j] = summary[name][m][0]
+    ranks = np.full_like(values, np.nan)
+    for j, m in enumerate(cols):
+        ok = ~np.isnan(values[:, j])
+        v = values[ok, j] if metrics[m][1] == "lower" else -values[ok, j]
+        ranks[ok, j] = np.argsort(np.argsort(v, kind="stable"), kind="stable") + 1
+    fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(cols), 0.9 + 0.38 * len(methods)))
+    ax.imshow(np.ma.masked_invalid(ranks), cmap="RdYlGn_r", aspect="auto", vmin=1, vmax=max(len(methods), 2))
+    for i in range(len(methods)):
+        for j in range(len(cols)):
+            if not np.isnan(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6.5)
+    ax.set_xticks(range(len(cols)), [f"{metrics[m][0]} ({metrics[m][1][0]})" for m in cols], rotation=40,
+                  ha="right", fontsize=7)
+    ax.set_yticks(range(len(methods)), methods, fontsize=7.5)
+    ax.set_title("rank per metric (green = best; (h)igher / (l)ower is better)", fontsize=8.5)
+    if note:
+        fig.text(0.01, -0.02, note, fontsize=6.5, wrap=True, va="top")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.batches import run_in_batches
-from xai_jax.checks import check_array, check_batch, check_int, check_key, check_targets, num_outputs
+from xai_jax.checks import check_array, check_batch, check_int, check_key, check_mesh, check_targets, num_outputs
 
 _COMPILED: weakref.WeakKeyDictionary[Callable, dict] = weakref.WeakKeyDictionary()
 
@@ -54,6 +54,8 @@ def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: 
         num_classes = check_int(num_classes, "num_classes", 1)
     f = getattr(method, "model_fn", None)
     carried = num_outputs(f, x_shape) if f is not None else getattr(method, "num_classes", None)
+    if f is None and carried is not None:
+        carried = check_int(carried, "method.num_classes", 1)
     if carried is not None and num_classes is not None and carried != num_classes:
         raise ValueError(f"num_classes={num_classes} contradicts the method's model, which has {carried} classes")
     if carried is None and num_classes is None:
@@ -100,8 +102,12 @@ def attribute(
     elif keyed:
         raise TypeError("this method takes a key: pass attribute(..., key=jax.random.key(0))")
     if isinstance(xs, (list, tuple)):
-        xs = np.asarray(xs)
+        try:
+            xs = np.asarray(xs)
+        except ValueError as e:  # ragged
+            raise TypeError(f"xs must be a batch (N, ...) of equally shaped inputs: {e}") from None
     check_array(xs, "xs")
+    check_mesh(mesh)
     if np.ndim(xs) < 2:
         raise ValueError(f"xs must be a batch (N, ...) of inputs, got shape {tuple(np.shape(xs))}")
     n_classes = method_num_classes(method, tuple(xs.shape[1:]), num_classes)

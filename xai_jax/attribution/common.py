@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from xai_jax.checks import (  # noqa: F401  (re-exported for the method modules)
+    check_array,
+    check_callable,
     check_float,
     check_key,
     check_positive_int,
@@ -54,18 +56,22 @@ def output_size(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
     return num_outputs(f, tuple(x.shape), x.dtype)
 
 
-def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False, name: str | None = None) -> Callable:
+def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False, name: str | None = None,
+                       reports_scores: bool = False) -> Callable:
     """Wraps fn(x, target[, key]) -> map(s) into a public method with the boundary checks.
 
     The returned method(x, target[, key]):
     - checks x (float array; finite when concrete), target (integer scalar; in
       [0, number of classes) when concrete) and key (a jax.random key);
     - under jit/vmap, where values cannot be checked, returns NaN maps when x holds a
-      non-finite value or the target is out of range (JAX would otherwise clamp the index
-      and silently explain another class);
+      non-finite value, the target is out of range (JAX would otherwise clamp the index
+      and silently explain another class) or the model's scores f(x) are not finite (a
+      broken model, or an input that overflows it); called eagerly, it raises instead;
     - carries `model_fn` (the f it explains, or None) and `keyed`, which
       `xai_jax.attribute` reads to range-check targets and to pass keys.
     """
+    if f is not None:
+        check_callable(f, "f")
     sizes: dict = {}
 
     def method(x, target, *rest):
@@ -85,7 +91,14 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
         elif rest:
             raise TypeError(f"{method.__name__} takes (x, target); got {len(rest)} extra argument(s)")
         out = fn(x, target, *rest)
-        ok = jnp.isfinite(x).all()
+        if reports_scores:  # fn returns (maps, whether the logits it computed are finite)
+            out, scores_ok = out
+        else:
+            scores_ok = jnp.isfinite(f(x)).all() if f is not None else jnp.asarray(True)
+        if is_concrete(scores_ok) and not bool(scores_ok):
+            raise ValueError(f"the model returns NaN or inf scores for this x (shape {tuple(x.shape)}): "
+                             f"{method.__name__} cannot explain it")
+        ok = jnp.isfinite(x).all() & scores_ok
         if n_classes is not None:
             ok = ok & (target >= 0) & (target < n_classes)
         return jax.tree.map(lambda o: jnp.where(ok, o, jnp.asarray(jnp.nan, o.dtype)), out)
@@ -110,6 +123,7 @@ def spatial_map(attribution: jax.Array, reduce: str = "sum") -> jax.Array:
 
     reduce: "sum" (signed evidence), "abs_sum" (magnitude; the study's IG display) or "none".
     """
+    check_array(attribution, "attribution")
     if reduce == "sum":
         return attribution.sum(-1)
     if reduce == "abs_sum":
@@ -163,7 +177,14 @@ def list_layers(model: nn.Module, params: Any, x: jax.Array) -> list[tuple[str, 
         with nn.intercept_methods(interceptor):
             return model.apply({"params": params}, x[None])
 
-    jax.eval_shape(run, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a flax.linen Module, got {type(model).__name__}")
+    check_array(x, "x")
+    try:
+        jax.eval_shape(run, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    except Exception as e:  # flax's own error, re-raised with what the caller passed
+        raise ValueError(f"model.apply with these params cannot take x of shape {tuple(x.shape)} (one unbatched "
+                         f"input): {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
     return found
 
 

@@ -35,8 +35,8 @@ from xai_jax.attribution.common import (
 
 
 def layer_gradient(model: nn.Module, params: Any, layer: str | None, score: str = "logit"):
-    """Returns (f, fn): fn(x, target) -> (A, dy/dA), both (layer spatial..., K), for one
-    unbatched x (inputs unchecked: the public methods built on it check them)."""
+    """Returns (f, fn): fn(x, target) -> (A, dy/dA, logits finite), A and dy/dA (layer
+    spatial..., K), for one unbatched x (inputs unchecked: the public methods check them)."""
     s = score_transform(score)
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a layer path (str) or None, got {type(layer).__name__} {layer!r}")
@@ -47,10 +47,10 @@ def layer_gradient(model: nn.Module, params: Any, layer: str | None, score: str 
 
         def score_of(delta):
             logits, acts = apply_with_layers(model, params, x, [name], [delta])
-            return s(logits)[target], acts[0]
+            return s(logits)[target], (acts[0], jnp.isfinite(logits).all())
 
-        g, a = jax.grad(score_of, has_aux=True)(jnp.zeros(shape, x.dtype))
-        return a[0], g[0]
+        g, (a, finite) = jax.grad(score_of, has_aux=True)(jnp.zeros(shape, x.dtype))
+        return a[0], g[0], finite
 
     return f, fn
 
@@ -59,14 +59,14 @@ def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str, nam
     f, grads = layer_gradient(model, params, layer, score)
 
     def cam(x, target):
-        a, g = grads(x, target)
+        a, g, finite = grads(x, target)
         spatial_axes = tuple(range(a.ndim - 1))
         m = (a * weights_fn(a, g, spatial_axes)).sum(-1)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, x.shape[:-1])
+        return upsample(m, x.shape[:-1]), finite
 
-    return explanation_method(cam, f, name=name)
+    return explanation_method(cam, f, name=name, reports_scores=True)
 
 
 def _grad_cam_weights(a, g, axes):

@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 from xai_jax.attribution.common import (
+    check_callable,
     check_float,
     check_positive_int,
     explanation_method,
@@ -27,22 +29,26 @@ Method = Callable[[jax.Array, jax.Array], jax.Array]
 
 def saliency(f: Callable[[jax.Array], jax.Array], *, score: str = "logit") -> Method:
     """Returns grad(x, target) -> dF_target/dx shaped like x."""
+    check_callable(f, "f")
     s = score_transform(score)
 
     def saliency_map(x, target):
-        return jax.grad(lambda z: s(f(z))[target])(x)
+        g, logits = jax.grad(lambda z: (s(out := f(z))[target], out), has_aux=True)(x)
+        return g, jnp.isfinite(logits).all()
 
-    return explanation_method(saliency_map, f, name="saliency")
+    return explanation_method(saliency_map, f, name="saliency", reports_scores=True)
 
 
 def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit") -> Method:
     """Returns gxi(x, target) -> x * dF_target/dx."""
+    check_callable(f, "f")
     s = score_transform(score)
 
     def gxi(x, target):
-        return x * jax.grad(lambda z: s(f(z))[target])(x)
+        g, logits = jax.grad(lambda z: (s(out := f(z))[target], out), has_aux=True)(x)
+        return x * g, jnp.isfinite(logits).all()
 
-    return explanation_method(gxi, f, name="gradient_x_input")
+    return explanation_method(gxi, f, name="gradient_x_input", reports_scores=True)
 
 
 def smoothgrad(
@@ -72,6 +78,8 @@ def smoothgrad(
         raise TypeError(f"method must be an attribution method (x, target) -> map, got {type(method).__name__}")
     if getattr(method, "keyed", False):
         raise TypeError("smoothgrad wraps an unkeyed method (x, target) -> map; this method takes a key")
+    if getattr(method, "returns_delta", False):
+        raise TypeError("smoothgrad averages maps: wrap integrated_gradients without return_delta=True")
 
     def sg(x, target, key):
         std = sigma * (x.max() - x.min())

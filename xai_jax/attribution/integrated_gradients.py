@@ -41,17 +41,19 @@ from xai_jax.attribution.common import (
     output_size,
     score_transform,
 )
-from xai_jax.checks import check_choice, check_optional_int, is_concrete
+from xai_jax.checks import check_array, check_callable, check_choice, check_optional_int, is_concrete
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre")
 Baseline = float | jax.Array | np.ndarray | Callable[[jax.Array], jax.Array]
 
 
-@lru_cache(maxsize=64)
 def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """(alphas, weights) of a rule with `steps` nodes on [0, 1]; the weights sum to 1."""
-    n = check_positive_int(steps, "steps")
-    check_choice(rule, "rule", (*RULES, "linspace_mean"))
+    return _quadrature(check_choice(rule, "rule", (*RULES, "linspace_mean")), check_positive_int(steps, "steps"))
+
+
+@lru_cache(maxsize=64)
+def _quadrature(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     if rule == "riemann_left":
         a, w = np.arange(n) / n, np.full(n, 1.0 / n)
     elif rule == "riemann_right":
@@ -122,7 +124,10 @@ def completeness_delta(f: Callable, attributions: jax.Array, x: jax.Array, targe
     """sum(attributions) - (F(x) - F(baseline)) for one input; F the target's score."""
     s = score_transform(score)
     x = check_x(x)
-    target = check_target(target, output_size(f, x))
+    target = check_target(target, output_size(check_callable(f, "f"), x))
+    attributions = check_array(attributions, "attributions")
+    if attributions.shape != x.shape:
+        raise ValueError(f"attributions must have x's shape {tuple(x.shape)}, got {tuple(attributions.shape)}")
     b = resolve_baseline(baseline, x)
     return attributions.sum() - (s(f(x))[target] - s(f(b))[target])
 
@@ -153,6 +158,7 @@ def integrated_gradients(
     multiply_by_inputs: False returns the averaged path gradient without the (x - b) factor
       (the study's faulty variant; not an attribution that satisfies completeness).
     """
+    check_callable(f, "f")
     steps = check_positive_int(steps, "steps")
     alphas, weights = quadrature(rule, steps)
     chunk_size = check_optional_int(chunk_size, "chunk_size")
@@ -187,4 +193,6 @@ def integrated_gradients(
             return attributions, delta
         return attributions
 
-    return explanation_method(ig, f, name="integrated_gradients")
+    method = explanation_method(ig, f, name="integrated_gradients")
+    method.returns_delta = return_delta
+    return method

@@ -20,7 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.common import check_float, check_positive_int, explanation_method, score_transform
+from xai_jax.attribution.common import (
+    check_callable,
+    check_float,
+    check_positive_int,
+    explanation_method,
+    score_transform,
+)
 from xai_jax.checks import check_optional_int
 
 
@@ -62,6 +68,7 @@ def rise(
     grid 8 (5-sample cells) suffice (xai_jax.compare.method_suite). chunk_size: masks per vmapped
     forward batch. fill: value where a mask is 0 (x * M + fill * (1 - M)).
     """
+    check_callable(f, "f")
     n_masks = check_positive_int(n_masks, "n_masks")
     grid = check_positive_int(grid, "grid")
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), n_masks)
@@ -102,6 +109,7 @@ def occlusion(
     window, stride: positive ints, or one positive int per spatial axis (stride defaults
     to window). baseline: the finite value a window is replaced by.
     """
+    check_callable(f, "f")
     s = score_transform(score)
     baseline = check_float(baseline, "baseline")
     chunk_size = check_optional_int(chunk_size, "chunk_size")

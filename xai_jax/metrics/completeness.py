@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.batching import attribute
+from xai_jax.attribution.common import score_transform
 from xai_jax.attribution.integrated_gradients import integrated_gradients, resolve_baseline
 from xai_jax.checks import check_batch, check_int, check_targets, num_outputs
 
@@ -24,9 +25,11 @@ def completeness_errors(f: Callable, xs, targets, *, steps: int = 64, rule: str 
     ig = integrated_gradients(f, steps=steps, rule=rule, baseline=baseline, score=score, return_delta=True)
     _, delta = attribute(ig, xs, targets, batch_size=batch_size, progress=False)
 
+    sc = score_transform(score)
+
     @jax.jit
-    def gaps(x, t):
-        return jax.vmap(lambda x, t: f(x)[t] - f(resolve_baseline(baseline, x))[t])(x, t)
+    def gaps(x, t):  # F(x) - F(b) of the same score IG differentiates
+        return jax.vmap(lambda x, t: sc(f(x))[t] - sc(f(resolve_baseline(baseline, x)))[t])(x, t)
 
     gap = np.asarray(gaps(jnp.asarray(xs), jnp.asarray(targets)))
     return {"delta": delta, "gap": gap, "relative": np.abs(delta) / np.maximum(np.abs(gap), 1e-12)}

@@ -17,13 +17,17 @@ import numpy as np
 from xai_jax.attribution.common import score_transform
 from xai_jax.batches import run_in_batches
 from xai_jax.checks import (
+    check_array,
     check_batch,
+    check_callable,
     check_choice,
     check_finite_maps,
     check_float,
     check_int,
     check_key,
+    check_mesh,
     check_targets,
+    is_concrete,
     num_outputs,
 )
 from xai_jax.metrics.ties import (
@@ -45,13 +49,15 @@ def check_precision(precision) -> None:
 PREDICTED = -1  # internal marker for "the predicted class" (targets=None); never accepted from callers
 
 
-def _prepare(f, xs, saliency, targets, batch_size, who: str):
+def _prepare(f, xs, saliency, targets, batch_size, who: str, mesh=None):
     """Checked (xs, maps, targets) for a model-truth metric: float finite xs (N >= 1, ...),
     finite maps of the inputs' spatial shape, targets in [0, classes of f) or None."""
+    check_callable(f, "f")
     xs = np.asarray(check_batch(xs, "xs", who=who), np.float32)
     if xs.ndim < 3:
         raise ValueError(f"xs must be (N, length, channels) or (N, H, W, channels), got shape {xs.shape}")
     check_int(batch_size, "batch_size", 1)
+    check_mesh(mesh)
     maps = check_finite_maps(saliency, xs.shape[:-1])
     n_classes = num_outputs(f, xs.shape[1:])
     if targets is None:
@@ -157,6 +163,11 @@ def _input_key(key_data: jax.Array, index: jax.Array) -> jax.Array:
 def top_k_mask(saliency: jax.Array, k: float) -> jax.Array:
     """1 at the round(k * size) positions of highest saliency, ties broken by position (the
     study's convention; drop_increase's default resolves ties without that bias)."""
+    check_array(saliency, "saliency", float_only=False)
+    if saliency.size == 0:
+        raise ValueError("saliency is empty: top_k_mask needs at least one position")
+    if is_concrete(saliency) and not np.isfinite(np.asarray(saliency)).all():
+        raise ValueError("saliency contains NaN or inf values")
     flat = saliency.ravel()
     n_keep = _keep_count(k, flat.size)
     order = jnp.argsort(-flat, stable=True)
@@ -213,7 +224,7 @@ def drop_increase(
     of inputs whose class probability saturates to 1.0 in float32 ("saturated_share") and of
     inputs with ties at the cut ("tie_share"). Non-finite xs, maps or model scores are rejected.
     """
-    xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "drop_increase")
+    xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "drop_increase", mesh)
     n_pos = int(np.prod(maps.shape[1:]))
     n_keep = _keep_count(k, n_pos)
     fill = check_float(fill, "fill")
@@ -295,10 +306,15 @@ def gaussian_blur(x: jax.Array, sigma: float, kind: str = "gaussian", taps: int 
       back by reflection), zero-padded as its conv2d(padding=taps // 2) is; for 1-D signals
       the same 11-tap construction along the length.
     """
+    check_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x must be one input (*spatial, channels), got shape {tuple(x.shape)}")
     sigma = check_float(sigma, "sigma", low=0.0, low_open=True)
     check_choice(kind, "kind", BLURS)
     if kind == "rise":
         taps = check_int(taps, "taps", 1)
+        if taps % 2 == 0:
+            raise ValueError(f"taps must be odd (a kernel centred on each position), got {taps}")
         kernel = jnp.asarray(rise_blur_kernel(taps, sigma))
         radius, mode = taps // 2, "constant"
     else:
@@ -347,7 +363,7 @@ def deletion_insertion(
     jax.random.key(0)); inputs without ties use one order. precision: as drop_increase.
     Returns per-input curves (N, steps + 1), AUCs (N,), their means and "tie_share".
     """
-    xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "deletion_insertion")
+    xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "deletion_insertion", mesh)
     step = check_int(step, "step", 1)
     baseline = check_float(baseline, "baseline")
     blur_sigma = check_float(blur_sigma, "blur_sigma", low=0.0, low_open=True)

@@ -23,8 +23,14 @@ from xai_jax.checks import check_batch, check_int, check_key, check_targets, num
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row pair (N, D) x (N, D); 0 where a row is constant."""
     a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape or a.ndim < 1 or len(a) == 0:
-        raise ValueError(f"a and b must be non-empty arrays of the same shape, got {a.shape} and {b.shape}")
+    if a.shape != b.shape or a.ndim < 2 or len(a) == 0:
+        raise ValueError(f"a and b must be non-empty batches (N, D...) of the same shape, got {a.shape} and {b.shape}")
+    for name, v in (("a", a), ("b", b)):
+        if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)) or v.dtype == bool:
+            raise TypeError(f"{name} must be a real numeric array, got dtype {v.dtype}")
+        bad = ~np.isfinite(v.reshape(len(v), -1)).all(1)
+        if bad.any():
+            raise ValueError(f"{name} contains NaN or inf values (rows {np.flatnonzero(bad)[:5].tolist()})")
     ra = rankdata(a.reshape(len(a), -1), axis=1)
     rb = rankdata(b.reshape(len(b), -1), axis=1)
     ra -= ra.mean(1, keepdims=True)

@@ -9,7 +9,13 @@ from xai_jax.checks import check_float, check_int
 
 def bootstrap_ci(values, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """(mean, lower, upper): percentile bootstrap confidence interval of the mean."""
-    v = np.asarray(values, np.float64).ravel()
+    if values is None or isinstance(values, (str, bytes)):
+        raise TypeError(f"values must be a sequence or array of real numbers, got {type(values).__name__}")
+    raw = np.asarray(values)
+    if raw.dtype == object or not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)
+                                   or raw.dtype == bool):
+        raise TypeError(f"values must be real numbers, got an array of dtype {raw.dtype}")
+    v = raw.astype(np.float64).ravel()
     if v.size == 0:
         raise ValueError("bootstrap_ci needs at least one value; values is empty")
     if not np.isfinite(v).all():
