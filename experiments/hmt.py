@@ -87,7 +87,13 @@ def main(argv=None) -> dict:
     result: dict = {"data": str(args.data), "tiles": int(len(data.y)), "size": size, "device": str(jax.devices()[0])}
     if args.train:
         model = vgg7(args.preset)
-        train_idx, test_idx = stratified_split(data.y, 0.1, seed=args.seed)
+        try:
+            train_idx, test_idx = stratified_split(data.y, 0.1, seed=args.seed)
+        except ValueError as e:  # a class with one tile cannot be in both splits
+            counts = np.bincount(data.y, minlength=len(CLASSES))
+            few = ", ".join(f"{CLASSES[c]}: {counts[c]} tile" for c in np.flatnonzero(counts == 1))
+            raise SystemExit(f"--train needs at least 2 tiles of every class in --data {args.data} (one for "
+                             f"training, one for testing); too few: {few or e}") from e
         cfg = TrainConfig(steps=args.steps, batch_size=min(args.batch_size, len(train_idx)),
                           learning_rate=1e-3, warmup_steps=min(200, args.steps // 10 + 1), seed=args.seed)
         state, hist = fit(model, data.x[train_idx], data.y[train_idx], cfg, num_classes=8,

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from tests.test_data_hmt import make_tiles, zip_folder
-from xai_jax.data.hmt import load_cached, load_folder, load_zip
+from xai_jax.data.hmt import load_cached, load_folder, load_zip, stratified_split
 from xai_jax.data.mnist1d import load_mnist1d
-from xai_jax.models import load_keras_h5, mnist1d_cnn
+from xai_jax.models import load_keras_h5, mnist1d_cnn, vgg7
 
 N = 100  # MNIST-1D signals per test set: small and fast
 FIELDS = ("x_train", "y_train", "x_test", "y_test", "support_train", "support_test")
@@ -76,6 +76,11 @@ def regenerated(result, tmp_path):
     with np.load(cache_file(tmp_path)) as z:  # the rewritten cache is fresh and now loads without a warning
         np.testing.assert_array_equal(z["x_train"], fresh()["x_train"])
         assert int(z["arg_seed"]) == 0 and int(z["arg_num_samples"]) == N
+
+
+def cache_path_is_a_directory(tmp_path):
+    cache_file(tmp_path).mkdir()
+    return lambda: load_mnist1d(seed=0, num_samples=N, cache_dir=tmp_path)
 
 
 def old_cache(tmp_path):
@@ -204,27 +209,86 @@ def macos_folder_result(result, tmp_path):
     np.testing.assert_array_equal(result.y, np.repeat(np.arange(8), 2))
 
 
+def hmt_split(*args):
+    return lambda tmp_path: lambda: stratified_split(*args)
+
+
+def one_tile(tmp_path, folder: str, name: str) -> Path:
+    (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / folder / name)
+    return tmp_path / folder / name
+
+
+def labelled_tile(folder: str, name: str):
+    def make(tmp_path):
+        one_tile(tmp_path, folder, name)
+        return lambda: load_folder(tmp_path, size=8)
+
+    return make
+
+
+def zip_bad_crc(tmp_path):
+    """A stored (uncompressed) zip whose one tile has a flipped byte: its CRC check fails."""
+    path = tmp_path / "crc.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(one_tile(tmp_path, "src", "a.png"), "01_TUMOR/a.png")
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b"IDAT") + 6] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return lambda: load_zip(path, size=8)
+
+
+def oversized_tile(tmp_path):
+    """A tile over PIL's decompression-bomb limit (lowered to 10 pixels for the call)."""
+    one_tile(tmp_path, "big", "huge_label_1.png")
+
+    def call():
+        old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, 10
+        try:
+            return load_folder(tmp_path / "big", size=8)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+    return call
+
+
+def folder_named_zip(tmp_path):
+    make_tiles(tmp_path / "tiles.zip", per_class=1, size=12)
+    return lambda: load_cached(tmp_path / "tiles.zip", size=12, cache_dir=tmp_path / "cache")
+
+
+def hmt_cache_path_is_a_directory(tmp_path):
+    make_tiles(tmp_path / "tiles", per_class=1, size=12)
+    load_cached(tmp_path / "tiles", size=12, cache_dir=tmp_path / "cache")
+    (file,) = (tmp_path / "cache").glob("*.npz")
+    file.unlink()
+    file.mkdir()
+    return lambda: load_cached(tmp_path / "tiles", size=12, cache_dir=tmp_path / "cache")
+
+
 # ---------------------------------------------------------------- Keras import
 
-def keras_h5(layer: str, leaf: str, bad: float):
-    """A Keras-layout .h5 for mnist1d_cnn() with one `bad` value in layer/leaf."""
+def keras_h5(layer: str, leaf: str, bad, model=None, input_shape=(40, 1)):
+    """A Keras-layout .h5 for mnist1d_cnn() with one `bad` value in layer/leaf (a string: that
+    weight stored as strings); load_keras_h5 is called with `model` (default the CNN) and input_shape."""
 
     def make(tmp_path):
         import h5py
         import jax
         import jax.numpy as jnp
 
-        model = mnist1d_cnn()
-        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 40, 1))))["params"]
+        cnn = mnist1d_cnn()
+        shapes = jax.eval_shape(lambda: cnn.init(jax.random.key(0), jnp.zeros((1, 40, 1))))["params"]
         path = tmp_path / "weights.h5"
         with h5py.File(path, "w") as h5:
             for name, leaves in shapes.items():
                 for w, spec in leaves.items():
                     value = np.full(spec.shape, 0.01, np.float32)
                     if (name, w) == (layer, leaf):
+                        value = value.astype("S8") if isinstance(bad, str) else value
                         value.flat[3] = bad
                     h5[f"model_weights/{name}/{name}/{w}:0"] = value
-        return lambda: load_keras_h5(path, model, (40, 1))
+        return lambda: load_keras_h5(path, cnn if model is None else model, input_shape)
 
     return make
 
@@ -272,6 +336,8 @@ CASES = [
     pytest.param(bad_cache("train_split=0.5", arg_train_split=0.5), regenerated, id="mnist1d-cache-other-split"),
     pytest.param(bad_cache("version='0.0.0'", arg_version="0.0.0"), regenerated, id="mnist1d-cache-other-version"),
     pytest.param(old_cache, regenerated, id="mnist1d-cache-without-arguments"),
+    pytest.param(cache_path_is_a_directory, (ValueError, ["mnist1d_seed0_n100_split0.8.npz", "is a directory"]),
+                 id="mnist1d-cache-path-is-a-directory"),
     # HMT tiles: 16-bit scaled by 65535, unsupported depths rejected
     pytest.param(tile16("png", SQUARE), square_values, id="hmt-16bit-png-ramp"),
     pytest.param(tile16("tif", SQUARE), square_values, id="hmt-16bit-tiff-ramp"),
@@ -290,12 +356,65 @@ CASES = [
     # HMT: macOS archive debris skipped
     pytest.param(macos_zip, sixteen_clean_tiles, id="hmt-macos-zip"),
     pytest.param(macos_folder, macos_folder_result, id="hmt-macos-folder"),
+    # HMT: stratified_split needs 1-D integer labels, every class in both splits
+    pytest.param(hmt_split(np.array([0, 1, 2])), (ValueError, ["y", "classes [0, 1, 2]", "fewer than 2 members"]),
+                 id="hmt-split-singleton-classes"),
+    pytest.param(hmt_split(np.zeros((4, 2), int)), (ValueError, ["y", "1-D", "(4, 2)"]), id="hmt-split-2d-labels"),
+    pytest.param(hmt_split(None), (TypeError, ["y", "NoneType"]), id="hmt-split-labels-none"),
+    pytest.param(hmt_split(np.array([0.0, 0.0, np.nan, 1.0, 1.0])), (TypeError, ["y", "integer", "float64"]),
+                 id="hmt-split-nan-labels"),
+    pytest.param(hmt_split([]), (ValueError, ["y", "at least one label"]), id="hmt-split-empty"),
+    pytest.param(hmt_split([0, 0, 1, 1], float("nan")), (ValueError, ["test_fraction", "finite", "nan"]),
+                 id="hmt-split-fraction-nan"),
+    pytest.param(hmt_split([0, 0, 1, 1], 1.0), (ValueError, ["test_fraction", "(0, 1)"]), id="hmt-split-fraction-1"),
+    pytest.param(hmt_split([0, 0, 1, 1], 0.5, -1), (ValueError, ["seed", ">= 0", "-1"]), id="hmt-split-seed-negative"),
+    pytest.param(hmt_split([0, 0, 1, 1], 0.5, 1.5), (TypeError, ["seed", "float 1.5"]), id="hmt-split-seed-float"),
+    # HMT: one label per file
+    pytest.param(labelled_tile(".", "x_label_3_label_5.png"),
+                 (ValueError, ["x_label_3_label_5.png", "conflicting labels", "3 (name 'label_3')", "5"]),
+                 id="hmt-two-labels-in-name"),
+    pytest.param(labelled_tile("02_STROMA", "x_label_0.png"),
+                 (ValueError, ["02_STROMA/x_label_0.png", "conflicting labels", "1 (folder 02_STROMA)", "0 (name"]),
+                 id="hmt-folder-and-name-disagree"),
+    # HMT: damaged files and wrong kinds of path name the file or the argument
+    pytest.param(zip_bad_crc, (ValueError, ["crc.zip", "member '01_TUMOR/a.png'", "CRC"]), id="hmt-zip-bad-crc"),
+    pytest.param(oversized_tile, (ValueError, ["huge_label_1.png", "decompression-bomb limit"]),
+                 id="hmt-decompression-bomb"),
+    pytest.param(lambda p: lambda: load_folder(None), (TypeError, ["path must be a path", "NoneType"]),
+                 id="hmt-folder-none"),
+    pytest.param(lambda p: lambda: load_zip(None), (TypeError, ["path must be a path", "NoneType"]), id="hmt-zip-none"),
+    pytest.param(lambda p: lambda: load_zip(p), (ValueError, ["path", "is a folder", "load_folder"]),
+                 id="hmt-zip-given-a-folder"),
+    pytest.param(folder_named_zip, same_as_folder("tiles.zip", 8), id="hmt-cached-folder-named-zip"),
+    pytest.param(lambda p: lambda: load_folder(p, size=8.0), (TypeError, ["size", "float 8.0"]), id="hmt-size-float"),
+    pytest.param(hmt_cache_path_is_a_directory, (ValueError, ["cache file's path", ".npz", "is a directory"]),
+                 id="hmt-cache-path-is-a-directory"),
     # Keras import: non-finite weights rejected
     pytest.param(keras_h5("dense", "kernel", np.nan), (ValueError, ["weights.h5", "'dense'", "'kernel'", "NaN/inf"]),
                  id="keras-nan-weight"),
     pytest.param(keras_h5("conv1d_1", "bias", -np.inf), (ValueError, ["'conv1d_1'", "'bias'", "non-finite"]),
                  id="keras-inf-weight"),
     pytest.param(keras_h5("dense", "kernel", 0.01), finite_weights, id="keras-finite-weights-load"),
+    pytest.param(keras_h5("dense", "bias", "abc"), (ValueError, ["'dense'", "'bias'", "dtype |S8", "not numeric"]),
+                 id="keras-string-weight"),
+    pytest.param(keras_h5("dense", "kernel", 0.01, model="cnn"), (TypeError, ["model", "Module", "str 'cnn'"]),
+                 id="keras-model-str"),
+    pytest.param(keras_h5("dense", "kernel", 0.01, input_shape=40), (TypeError, ["input_shape", "int 40"]),
+                 id="keras-input-shape-int"),
+    pytest.param(lambda p: lambda: load_keras_h5(None, mnist1d_cnn(), (40, 1)),
+                 (TypeError, ["path must be", "NoneType"]), id="keras-path-none"),
+    # Models: num_classes an int >= 2, preset a known name
+    pytest.param(lambda p: lambda: mnist1d_cnn(num_classes=0), (ValueError, ["num_classes", ">= 2", "got 0"]),
+                 id="model-num-classes-zero"),
+    pytest.param(lambda p: lambda: mnist1d_cnn(num_classes=-1), (ValueError, ["num_classes", "got -1"]),
+                 id="model-num-classes-negative"),
+    pytest.param(lambda p: lambda: mnist1d_cnn(num_classes="10"), (TypeError, ["num_classes", "str '10'"]),
+                 id="model-num-classes-str"),
+    pytest.param(lambda p: lambda: mnist1d_cnn(num_classes=2.5), (TypeError, ["num_classes", "float 2.5"]),
+                 id="model-num-classes-float"),
+    pytest.param(lambda p: lambda: vgg7(num_classes=0), (ValueError, ["num_classes", ">= 2"]),
+                 id="vgg7-num-classes-zero"),
+    pytest.param(lambda p: lambda: vgg7(["study"]), (TypeError, ["preset", "list ['study']"]), id="vgg7-preset-list"),
 ]
 
 

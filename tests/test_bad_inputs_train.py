@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from xai_jax.distributed import data_mesh
 from xai_jax.models import mnist1d_cnn
 from xai_jax.train import (
     NonFiniteLossError,
@@ -55,6 +56,23 @@ def params(seed=0):
     return create_state(MODEL, (40, 1), TrainConfig(seed=seed)).params
 
 
+def nan_params():
+    """params(0) with one NaN bias in the dense layer (every logit of class 0 NaN)."""
+    p = params()
+    p["dense"]["bias"] = p["dense"]["bias"].at[0].set(np.nan)
+    return p
+
+
+def state(seed=0):
+    return create_state(MODEL, (40, 1), TrainConfig(seed=seed))
+
+
+def a_file(tmp_path):
+    f = tmp_path / "not_a_dir"
+    f.write_text("x")
+    return f
+
+
 def two_checkpoints_latest_corrupt(tmp_path, corrupt_all=False):
     """Saves steps 20 (seed 1) and 40 (seed 2) under tmp_path/ck, then garbles step 40 (and 20 if
     corrupt_all) by truncating every file to half its size. Returns (ckpt_dir, step-20 params)."""
@@ -85,10 +103,12 @@ def diverging_fit(tmp_path):
 
 
 def check_diverging_fit(call, tmp_path):
-    """NonFiniteLossError names the step; the newest checkpoint predates it, restores without warning, is finite."""
-    with pytest.raises(NonFiniteLossError, match=r"training loss became (nan|inf|-inf) at step \d+") as info:
+    """NonFiniteLossError names the step (the loss, or the state save_checkpoint refused: Adam's second moment
+    overflows before the loss does); the newest checkpoint predates it, restores without warning, is finite."""
+    pattern = r"training (loss became (nan|inf|-inf) at|parameters or optimiser state became non-finite by) step (\d+)"
+    with pytest.raises(NonFiniteLossError, match=pattern) as info:
         call()
-    bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
+    bad_step = int(re.search(pattern, str(info.value)).group(3))
     kept = latest_step(tmp_path / "ck")
     assert kept is not None and 1 <= kept < bad_step, (kept, bad_step)
     assert f"last checkpoint, step {kept}" in str(info.value)
@@ -96,7 +116,7 @@ def check_diverging_fit(call, tmp_path):
         warnings.simplefilter("error")
         state = restore_checkpoint(tmp_path / "ck", create_state(MODEL, (40, 1), SMALL))
     assert int(state.step) == kept
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves((state.params, state.opt_state)))
 
 
 def resume_past_corrupt_latest(tmp_path):
@@ -112,6 +132,39 @@ def check_resume_past_corrupt_latest(call, tmp_path):
         state, _ = call()
     assert int(state.step) == 20
     assert_same_tree(state.params, params(seed=1))  # step 20 was saved from seed 1, step 40 from seed 2
+
+
+def check_nan_state_not_saved(call, tmp_path):
+    """save_checkpoint refuses a state with NaN params (a ValueError naming the state) and writes nothing."""
+    with pytest.raises(ValueError, match=r"state \(step 0\) holds NaN or inf values in \['params'\]\['dense'\]"):
+        call()
+    assert latest_step(tmp_path / "ck") is None
+
+
+def ckpt_file_before_training(tmp_path):
+    """fit with ckpt_dir a file; the augment records whether training started (it is traced by the first step)."""
+    traced = []
+
+    def augment(key, x):
+        traced.append(True)
+        return x
+
+    x, y = data()
+    call = lambda: fit(MODEL, x, y, SMALL, num_classes=10, augment=augment,  # noqa: E731
+                       ckpt_dir=a_file(tmp_path), progress=False)
+    return call, traced
+
+
+def check_ckpt_file_before_training(made, tmp_path):
+    call, traced = made
+    with pytest.raises(ValueError, match="ckpt_dir .* is a file, not a directory"):
+        call()
+    assert traced == [], "fit trained before checking ckpt_dir"
+
+
+def check_numpy_int_mesh(call, tmp_path):
+    mesh = call()
+    assert mesh.axis_names == ("data",) and mesh.devices.size == 1
 
 
 def check_empty_logits(call, tmp_path):
@@ -170,6 +223,24 @@ CASES = [
                  (ValueError, ["y labels must lie in [0, 10)", "got -1 at input 0"]), id="evaluate-label-negative"),
     pytest.param(lambda p: lambda: predict_logits(MODEL, params(), np.zeros((0, 40, 1))), check_empty_logits,
                  id="predict-logits-no-inputs"),
+    pytest.param(lambda p: lambda: evaluate(MODEL, nan_params(), data(8)[0], data(8)[1], (40, 1)),
+                 (ValueError, ["NaN or inf logits", "inputs [0, 1, 2, 3, 4, ...]", "params hold NaN"]),
+                 id="evaluate-nan-logits"),
+    pytest.param(lambda p: lambda: evaluate(MODEL, None, data(8)[0], data(8)[1], (40, 1)),
+                 (TypeError, ["params", "NoneType"]), id="evaluate-params-none"),
+    pytest.param(lambda p: lambda: evaluate(MODEL, params(), np.zeros((4, 41, 1)), np.zeros(4, int), (41, 1)),
+                 (ValueError, ["params do not fit", "x", "(41, 1)", "(1000, 10)", "expected (1025, 10)"]),
+                 id="evaluate-x-other-input-shape"),
+    pytest.param(lambda p: lambda: predict_logits(MODEL, None, data(4)[0]), (TypeError, ["params", "NoneType"]),
+                 id="predict-logits-params-none"),
+    pytest.param(lambda p: lambda: predict_logits(MODEL, params(), np.zeros((4, 41, 1))),
+                 (ValueError, ["params", "x", "(41, 1)", "expected (1025, 10)"]), id="predict-logits-x-wrong-shape"),
+    pytest.param(lambda p: lambda: predict_logits(MODEL, params(), np.zeros((4, 40))),
+                 (ValueError, ["x", "(40,)", "(batch, length, channels)"]), id="predict-logits-x-wrong-rank"),
+    pytest.param(lambda p: lambda: predict_logits(MODEL, params(), [["a"] * 40] * 2), (TypeError, ["x", "<U1"]),
+                 id="predict-logits-strings"),
+    pytest.param(lambda p: lambda: predict_logits(MODEL, params(), [[[0.0]] * 40, [[0.0]] * 39]),
+                 (TypeError, ["x", "ragged list"]), id="predict-logits-ragged"),
     # 5. corrupt checkpoints: fall back to the newest valid step; raise only when none is valid
     pytest.param(resume_past_corrupt_latest, check_resume_past_corrupt_latest, id="resume-corrupt-latest"),
     pytest.param(lambda p: (lambda ck: lambda: restore_checkpoint(ck, create_state(MODEL, (40, 1), SMALL), step=40))(
@@ -178,6 +249,42 @@ CASES = [
     pytest.param(lambda p: (lambda ck: lambda: restore_checkpoint(ck, create_state(MODEL, (40, 1), SMALL)))(
                      two_checkpoints_latest_corrupt(p, corrupt_all=True)[0]),
                  (ValueError, ["checkpoint 40", "corrupt", "older steps [20]"]), id="restore-all-corrupt"),
+    # 6. checkpoint arguments: a non-finite state is never saved; kinds are checked
+    pytest.param(lambda p: lambda: save_checkpoint(p / "ck", state().replace(params=nan_params())),
+                 check_nan_state_not_saved, id="save-nan-params"),
+    pytest.param(lambda p: (save_checkpoint(p, state().replace(step=5)),
+                            lambda: restore_checkpoint(p, state(), step=5.0))[1],
+                 (TypeError, ["step", "int", "float 5.0"]), id="restore-step-float"),
+    pytest.param(lambda p: (save_checkpoint(p, state().replace(step=5)),
+                            lambda: restore_checkpoint(p, state(), step="5"))[1],
+                 (TypeError, ["step", "int", "str '5'"]), id="restore-step-str"),
+    pytest.param(lambda p: lambda: restore_checkpoint(a_file(p), state()),
+                 (ValueError, ["ckpt_dir", "not_a_dir", "is a file, not a directory"]), id="restore-ckpt-dir-file"),
+    pytest.param(lambda p: (save_checkpoint(p, state()), lambda: restore_checkpoint(p, None))[1],
+                 (TypeError, ["state must be a TrainState", "NoneType"]), id="restore-state-none"),
+    pytest.param(lambda p: lambda: save_checkpoint(p, state().params),
+                 (TypeError, ["state must be a TrainState (from create_state)", "dict"]), id="save-params-not-state"),
+    pytest.param(lambda p: lambda: save_checkpoint(None, state()), (TypeError, ["ckpt_dir", "NoneType"]),
+                 id="save-ckpt-dir-none"),
+    # 7. fit's model and arguments, checked before training
+    pytest.param(fit_call(y=data()[1] % 5, num_classes=5),
+                 (ValueError, ["num_classes is 5", "returns 10 class scores"]), id="fit-num-classes-not-model-output"),
+    pytest.param(lambda p: lambda: fit("cnn", *data(), SMALL, num_classes=10, progress=False),
+                 (TypeError, ["model", "flax.linen Module", "str 'cnn'"]), id="fit-model-str"),
+    pytest.param(fit_call(augment="shift"), (TypeError, ["augment", "str 'shift'"]), id="fit-augment-not-callable"),
+    pytest.param(fit_call(input_shape="40"), (TypeError, ["input_shape", "tuple of positive ints", "str '40'"]),
+                 id="fit-input-shape-str"),
+    pytest.param(fit_call(input_shape=(40, 0)), (ValueError, ["input_shape[1]", ">= 1", "got 0"]),
+                 id="fit-input-shape-zero"),
+    pytest.param(fit_call(mesh="cpu"), (TypeError, ["mesh", "jax.sharding.Mesh", "str"]), id="fit-mesh-str"),
+    pytest.param(ckpt_file_before_training, check_ckpt_file_before_training, id="fit-ckpt-dir-file"),
+    # 8. data_mesh: None, a device count or a non-empty sequence of jax devices
+    pytest.param(lambda p: lambda: data_mesh([]), (ValueError, ["devices", "at least one", "empty"]),
+                 id="data-mesh-empty"),
+    pytest.param(lambda p: lambda: data_mesh(True), (TypeError, ["devices", "bool True"]), id="data-mesh-bool"),
+    pytest.param(lambda p: lambda: data_mesh(2.0), (TypeError, ["devices", "float 2.0"]), id="data-mesh-float"),
+    pytest.param(lambda p: lambda: data_mesh("cpu"), (TypeError, ["devices", "str 'cpu'"]), id="data-mesh-str"),
+    pytest.param(lambda p: lambda: data_mesh(np.int64(1)), check_numpy_int_mesh, id="data-mesh-numpy-int"),
 ]
 
 

@@ -137,3 +137,20 @@ def test_tfds_path_from_a_local_zip(tmp_path):
     np.testing.assert_allclose(via_tfds.x, direct.x[order], atol=1e-6)
     again = load_tfds(tmp_path / "tfds", size=150)  # prepared: no zip needed now
     np.testing.assert_array_equal(again.y, via_tfds.y)
+
+
+def test_stratified_split_puts_every_class_in_both_splits():
+    """n_test per class is clipped to [1, n_c - 1], so a class of 2 lands in both splits at any fraction."""
+    y = np.array([0, 0, 1, 1, 1, 2, 2])
+    for fraction in (0.01, 0.5, 0.99):
+        tr, te = stratified_split(y, fraction, seed=1)
+        assert set(y[tr].tolist()) == set(y[te].tolist()) == {0, 1, 2}, fraction
+        assert len(np.intersect1d(tr, te)) == 0 and len(tr) + len(te) == len(y)
+    np.testing.assert_array_equal(stratified_split(np.asarray(y, np.uint8), 0.5, np.int64(1))[1],
+                                  stratified_split(y, 0.5, 1)[1])
+
+
+def test_labels_from_folder_and_name_may_agree(tmp_path):
+    (tmp_path / "02_STROMA").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "02_STROMA" / "x_label_1_label_1.png")
+    np.testing.assert_array_equal(load_folder(tmp_path, size=8).y, [1])

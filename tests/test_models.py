@@ -56,3 +56,17 @@ def test_unknown_preset():
         mnist1d_cnn("huge")
     with pytest.raises(ValueError, match="preset"):
         vgg7("vgg16")
+
+
+def test_modules_check_their_fields_and_input_rank():
+    with pytest.raises(ValueError, match="features and kernels must be equally long"):
+        MNIST1DCNN((64, 25), (5, 3, 3))
+    with pytest.raises(ValueError, match=r"kernels\[1\] must be >= 1, got 0"):
+        MNIST1DCNN((25, 25), (5, 0))
+    with pytest.raises(TypeError, match="blocks must be a non-empty sequence"):
+        vgg7().clone(blocks=())
+    with pytest.raises(ValueError, match=r"num_classes must be >= 2, got 1"):
+        vgg7(num_classes=1)
+    with pytest.raises(ValueError, match=r"takes x of shape \(batch, length, channels\), got shape \(1, 40\)"):
+        mnist1d_cnn().init(jax.random.key(0), jnp.zeros((1, 40)))
+    assert mnist1d_cnn(num_classes=np.int64(3)).num_classes == 3

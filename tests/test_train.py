@@ -4,7 +4,15 @@ import pytest
 
 from xai_jax.data.augment import histology_augment, random_circular_shift
 from xai_jax.models import mnist1d_cnn
-from xai_jax.train import TrainConfig, create_state, evaluate, fit, restore_checkpoint, save_checkpoint
+from xai_jax.train import (
+    TrainConfig,
+    create_state,
+    evaluate,
+    fit,
+    predict_logits,
+    restore_checkpoint,
+    save_checkpoint,
+)
 
 CFG = TrainConfig(steps=300, batch_size=64, learning_rate=1e-2, warmup_steps=20, chunk=50)
 
@@ -114,3 +122,15 @@ def test_resume_replaces_a_corrupt_newer_checkpoint_and_refuses_stale_saves(tmp_
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"already holds checkpoint step\(s\) \[20, 40\] >= the step 0"):
         save_checkpoint(tmp_path, create_state(model, (40, 1), cfg))
+
+
+def test_fit_takes_the_model_output_size_and_predict_takes_lists():
+    """num_classes equal to the model's output trains; predict_logits accepts a nested list of floats."""
+    model = mnist1d_cnn("study", num_classes=3)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 40, 1)).astype(np.float32), rng.integers(0, 3, 16)
+    cfg = TrainConfig(steps=2, batch_size=8, warmup_steps=0, chunk=1)
+    state, _ = fit(model, x, y, cfg, num_classes=3, input_shape=[40, 1], progress=False)
+    logits = predict_logits(model, state.params, x[:2].tolist())
+    np.testing.assert_allclose(logits, predict_logits(model, state.params, x[:2]), rtol=1e-6)
+    assert logits.shape == (2, 3)

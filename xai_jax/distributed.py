@@ -24,14 +24,29 @@ from jax.sharding import PartitionSpec as P
 
 
 def data_mesh(devices: Sequence | int | None = None) -> Mesh:
-    """A 1-D mesh over `devices` (a list, a count of local devices, or None: all local devices)."""
+    """A 1-D mesh with axis "data" over `devices`: None (all local devices), a count of local
+    devices (an int >= 1, NumPy ints too; bools rejected), or a non-empty sequence of distinct
+    jax devices. TypeError/ValueError naming `devices` otherwise."""
     local = jax.local_devices()
     if devices is None:
-        devices = local
-    elif isinstance(devices, int):
+        return Mesh(np.asarray(local), ("data",))
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, (bool, np.bool_)):
         if not 1 <= devices <= len(local):
             raise ValueError(f"devices must be between 1 and the {len(local)} local devices, got {devices}")
-        devices = local[:devices]
+        return Mesh(np.asarray(local[: int(devices)]), ("data",))
+    if isinstance(devices, np.ndarray):
+        devices = devices.ravel().tolist()
+    if not isinstance(devices, (list, tuple)):
+        raise TypeError(f"devices must be None, a device count (int >= 1) or a sequence of jax devices "
+                        f"(e.g. jax.devices()), got {type(devices).__name__} {devices!r:.80}")
+    if not devices:
+        raise ValueError("devices must hold at least one jax device, got an empty sequence")
+    for i, d in enumerate(devices):
+        if not isinstance(d, jax.Device):
+            raise TypeError(f"devices must be jax devices (e.g. jax.devices()), got {type(d).__name__} "
+                            f"{d!r:.80} at index {i}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices must be distinct, got {list(devices)}")
     return Mesh(np.asarray(list(devices)), ("data",))
 
 

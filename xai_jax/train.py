@@ -9,9 +9,12 @@ Speed: steps run as jitted calls over device-resident data; the host syncs with 
 once per `cfg.chunk` steps (progress bar, loss check) and at checkpoints.
 
 Bad input fails early with a ValueError/TypeError naming the argument, what it got and what
-was expected: TrainConfig checks itself; fit and evaluate reject empty or non-finite inputs
-and out-of-range labels. A loss or parameters that turn non-finite during training stop fit
-with NonFiniteLossError naming the step, and a non-finite state is never checkpointed.
+was expected: TrainConfig checks itself; fit, evaluate and predict_logits check the model (a
+flax Module), the input shape, the params against the model (jax.eval_shape, nothing computed),
+reject empty or non-finite inputs and out-of-range labels; fit checks num_classes against the
+model's output size and ckpt_dir before training. evaluate rejects NaN/inf logits. A loss or
+parameters that turn non-finite during training stop fit with NonFiniteLossError naming the
+step; save_checkpoint refuses a non-finite state, so one is never checkpointed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -35,6 +39,14 @@ from flax.training import train_state
 from tqdm.auto import tqdm
 
 from xai_jax.batches import run_in_batches
+from xai_jax.checks import check_int, check_mesh, check_optional_int
+from xai_jax.models.validate import (
+    check_input_shape,
+    check_model,
+    check_num_classes,
+    check_params,
+    output_classes,
+)
 
 Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x batch) -> x batch
 
@@ -44,18 +56,8 @@ class TrainState(train_state.TrainState):
 
 
 class NonFiniteLossError(ValueError):
-    """Training diverged: the loss (or the parameters) became NaN or inf at a named step."""
-
-
-def _check_int(name: str, value, minimum: int, *, none_ok: bool = False) -> None:
-    """TypeError unless value is an int (not a bool; None too if none_ok); ValueError if < minimum."""
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int{' or None' if none_ok else ''} >= {minimum}, "
-                        f"got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    """Training diverged: the loss (or the parameters) became NaN or inf at a named step;
+    also raised by save_checkpoint for a non-finite state."""
 
 
 def _check_float(name: str, value, ok: Callable[[float], bool], expected: str) -> None:
@@ -81,19 +83,32 @@ class TrainConfig:
 
     def __post_init__(self):
         for name, minimum in (("steps", 1), ("batch_size", 1), ("chunk", 1), ("warmup_steps", 0), ("seed", 0)):
-            _check_int(f"TrainConfig.{name}", getattr(self, name), minimum)
+            check_int(getattr(self, name), f"TrainConfig.{name}", minimum)
         _check_float("TrainConfig.learning_rate", self.learning_rate, lambda v: v > 0, "a finite float > 0")
         _check_float("TrainConfig.weight_decay", self.weight_decay, lambda v: v >= 0, "a finite float >= 0")
         _check_float("TrainConfig.label_smoothing", self.label_smoothing, lambda v: 0 <= v < 1,
                      "a float in [0, 1)")
 
 
+def _as_array(x: Any, name: str) -> Any:
+    """x as an array of a float or integer dtype; TypeError naming `name` for anything else
+    (None, strings, ragged or non-numeric lists, bool or object arrays)."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        if isinstance(x, (list, tuple)):
+            try:
+                x = np.asarray(x)
+            except (ValueError, TypeError) as e:
+                raise TypeError(f"{name} must be an array (N, ...) of floats, got a ragged {type(x).__name__}") from e
+        else:
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"{name} must have a float dtype, got {x.dtype}")
+    return x
+
+
 def check_inputs(x, input_shape: tuple[int, ...], name: str = "x") -> np.ndarray:
     """Validates a batch (N, *input_shape) of float inputs; returns it as float32 NumPy."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise TypeError(f"{name} must have a float dtype, got {x.dtype}")
+    x = _as_array(x, name)
     if tuple(x.shape[1:]) != tuple(input_shape) or x.ndim != len(input_shape) + 1:
         raise ValueError(
             f"{name} must have shape (N, {', '.join(map(str, input_shape))}), got {tuple(x.shape)}"
@@ -131,7 +146,20 @@ def _check_labels(y, n: int, num_classes: int, name: str) -> np.ndarray:
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     """True iff every leaf of the pytree is finite (one reduction on device)."""
-    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
+    leaves = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _tree_finite(tree) -> bool:
+    """True iff every array leaf of the pytree is finite."""
+    return bool(_all_finite(tree))
+
+
+def _nonfinite_paths(tree, k: int = 3) -> str:
+    """The paths of the first k leaves holding NaN or inf, e.g. "['params']['dense']['bias']"."""
+    bad = [jax.tree_util.keystr(p) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+           if not bool(jnp.isfinite(leaf).all())]
+    return ", ".join(bad[:k]) + (", ..." if len(bad) > k else "")
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -142,9 +170,21 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.adamw(schedule, weight_decay=cfg.weight_decay)
 
 
+def _check_cfg(cfg: Any) -> TrainConfig:
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    return cfg
+
+
 def create_state(
     model: nn.Module, input_shape: tuple[int, ...], cfg: TrainConfig
 ) -> TrainState:
+    """A fresh TrainState: model's parameters initialised (key cfg.seed) for inputs of
+    input_shape (one unbatched input) and the optimiser of make_optimizer(cfg)."""
+    check_model(model)
+    input_shape = check_input_shape(input_shape)
+    _check_cfg(cfg)
+    output_classes(model, input_shape)  # a clear error if the model cannot take such inputs
     params = model.init(jax.random.key(cfg.seed), jnp.zeros((1, *input_shape), jnp.float32))
     return TrainState.create(apply_fn=model.apply, params=params["params"], tx=make_optimizer(cfg))
 
@@ -189,39 +229,62 @@ def make_step(cfg: TrainConfig, num_classes: int, augment: Augment | None):
 
 
 def predict_logits(model: nn.Module, params, x, batch_size: int = 500) -> np.ndarray:
-    """Logits for a batch x (N, ...) in fixed-size jitted batches (the last one padded).
+    """Logits for a batch x (N, ...) of finite inputs in fixed-size jitted batches (the last
+    one padded).
 
     N = 0 returns an empty (0, num_classes) array (num_classes from the model's output shape).
+    TypeError for a model that is not a flax Module, params that are not a dict, or x that is not
+    a numeric array (strings, ragged lists); ValueError when params do not fit the model for x's
+    input shape (naming the first mismatching leaf and its expected shape) or x holds NaN/inf.
     """
-    _check_int("batch_size", batch_size, 1)
-    x = np.asarray(x, np.float32)
-    if x.ndim == 0:
-        raise ValueError(f"x must be a batch (N, ...), got a scalar {x!r}")
+    check_model(model)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    x = np.asarray(_as_array(x, "x"), np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"x must be a batch (N, ...) of inputs, got shape {x.shape}")
+    num_classes = check_params(model, params, x.shape[1:], "x")
     if len(x) == 0:
-        out = _output_shape(model, params, x.shape[1:])
-        return np.zeros((0, *out.shape[1:]), out.dtype)
+        return np.zeros((0, num_classes), np.float32)
+    _check_nonempty_finite(x, "x", "predict_logits")
+    return _logits(model, params, x, batch_size)
+
+
+def _logits(model: nn.Module, params, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """predict_logits without the checks (x: checked, N >= 1)."""
     return run_in_batches(lambda xb: _jitted_apply(model)(params, xb), (x,), min(batch_size, len(x)))
 
 
-def _output_shape(model: nn.Module, params, input_shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
-    """The model's output shape and dtype for a batch of one (traced, nothing computed)."""
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    return jax.eval_shape(lambda p, xb: model.apply({"params": p}, xb), params, x)
-
-
 @functools.lru_cache(maxsize=16)
-def _jitted_apply(model: nn.Module):
-    """One jitted apply per model (linen modules hash by their fields), reused across calls."""
+def _cached_jit(model: nn.Module):
     return jax.jit(lambda p, x: model.apply({"params": p}, x))
+
+
+def _jitted_apply(model: nn.Module):
+    """One jitted apply per model (linen modules hash by their fields), reused across calls;
+    a fresh one for a module that does not hash (list fields)."""
+    try:
+        return _cached_jit(model)
+    except TypeError:
+        return jax.jit(lambda p, x: model.apply({"params": p}, x))
 
 
 def evaluate(model: nn.Module, params, x, y, input_shape: tuple[int, ...]) -> dict:
     """Accuracy and mean cross-entropy on (x, y); x: (N, *input_shape), N >= 1 and finite;
-    y: integer labels in [0, num_classes). ValueError otherwise (naming x or y)."""
+    y: integer labels in [0, num_classes); params: the model's parameters for input_shape.
+    ValueError/TypeError otherwise (naming model, input_shape, params, x or y), and ValueError
+    naming the inputs whose logits are NaN or inf (e.g. non-finite params)."""
+    check_model(model)
+    input_shape = check_input_shape(input_shape)
     x = check_inputs(x, input_shape)
     _check_nonempty_finite(x, "x", "evaluate")
-    y = _check_labels(y, x.shape[0], _output_shape(model, params, input_shape).shape[-1], "y")
-    logits = predict_logits(model, params, x)
+    num_classes = check_params(model, params, input_shape, "x")
+    y = _check_labels(y, x.shape[0], num_classes, "y")
+    logits = _logits(model, params, x)
+    bad = np.flatnonzero(~np.isfinite(logits).all(1))
+    if bad.size:
+        why = "params hold NaN or inf values" if not _tree_finite(params) else "the model overflowed"
+        raise ValueError(f"the model returned NaN or inf logits for inputs {_indices(bad)} ({bad.size} of "
+                         f"{x.shape[0]}; {why}); accuracy and loss are undefined")
     logp = jax.nn.log_softmax(logits)
     return {
         "accuracy": float((logits.argmax(-1) == y).mean()),
@@ -230,6 +293,35 @@ def evaluate(model: nn.Module, params, x, y, input_shape: tuple[int, ...]) -> di
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
+
+def _check_ckpt_dir(ckpt_dir: Any) -> Path:
+    """ckpt_dir as a Path: a str/PathLike (TypeError otherwise) that is not a file (ValueError)."""
+    if not isinstance(ckpt_dir, (str, os.PathLike)):
+        raise TypeError(f"ckpt_dir must be a path (str or os.PathLike), got {type(ckpt_dir).__name__} "
+                        f"{ckpt_dir!r:.80}")
+    path = Path(ckpt_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"ckpt_dir {str(path)!r} is a file, not a directory of checkpoints")
+    return path
+
+
+def _check_creatable(path: Path) -> None:
+    """ValueError unless `path` is, or can be made as, a writable directory (nothing is created)."""
+    existing = path.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"ckpt_dir {str(path)!r} cannot be created: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"ckpt_dir {str(path)!r} cannot be {'written' if existing == path.resolve() else 'created'}: "
+                         f"{str(existing)!r} is not writable")
+
+
+def _check_state(state: Any) -> TrainState:
+    if not isinstance(state, train_state.TrainState):
+        raise TypeError(f"state must be a TrainState (from create_state), got {type(state).__name__}")
+    return state
 
 
 def _manager(ckpt_dir: str | os.PathLike, max_to_keep: int = 2):
@@ -248,18 +340,27 @@ def save_checkpoint(ckpt_dir: str | os.PathLike, state: TrainState, *, replace_n
 
     The step must be newer than every checkpoint in ckpt_dir (ValueError otherwise: orbax
     would skip the save silently), unless replace_newer=True, which first deletes those.
+    A state whose params or optimiser state hold NaN or inf is never saved: NonFiniteLossError
+    (a ValueError) naming the state and the leaves, raised before anything is written.
+    TypeError unless ckpt_dir is a path and state a TrainState.
     """
     import orbax.checkpoint as ocp
 
+    path = _check_ckpt_dir(ckpt_dir)
+    _check_state(state)
+    savable = _savable(state)
+    if not _tree_finite(savable):
+        raise NonFiniteLossError(f"state (step {int(state.step)}) holds NaN or inf values in "
+                                 f"{_nonfinite_paths(savable)}; a non-finite state is never checkpointed")
     step = int(state.step)
-    with _manager(ckpt_dir) as mngr:
+    with _manager(path) as mngr:
         newer = [s for s in mngr.all_steps() if s >= step]
         if newer and not replace_newer:
             raise ValueError(f"ckpt_dir {str(ckpt_dir)!r} already holds checkpoint step(s) {sorted(newer)} >= "
                              f"the step {step} being saved; pass replace_newer=True to replace them")
         for s in newer:
             mngr.delete(s)
-        if not mngr.save(step, args=ocp.args.StandardSave(_savable(state))):
+        if not mngr.save(step, args=ocp.args.StandardSave(savable)):
             raise ValueError(f"orbax declined to save step {step} in ckpt_dir {str(ckpt_dir)!r}")
         mngr.wait_until_finished()
 
@@ -272,12 +373,16 @@ def restore_checkpoint(ckpt_dir: str | os.PathLike, state: TrainState, step: int
     """Restores into a template state (from create_state).
 
     step=None: the newest step that restores; a corrupt newer step is skipped with a warning
-    naming it and the step used. ValueError if no step restores (corrupt, or another model),
-    or if an explicit `step` does; FileNotFoundError if ckpt_dir or the step is missing.
+    naming it and the step used; else an int >= 0 (TypeError for 5.0 or "5"). ValueError if no
+    step restores (corrupt, or another model), if an explicit `step` does not, or if ckpt_dir is
+    a file; FileNotFoundError if ckpt_dir or the step is missing; TypeError unless state is a
+    TrainState.
     """
     import orbax.checkpoint as ocp
 
-    path = Path(ckpt_dir)
+    path = _check_ckpt_dir(ckpt_dir)
+    _check_state(state)
+    step = check_optional_int(step, "step", 0)
     if not path.is_dir():
         raise FileNotFoundError(f"ckpt_dir {str(path)!r} does not exist")
     with _manager(path) as mngr:
@@ -312,7 +417,8 @@ def restore_checkpoint(ckpt_dir: str | os.PathLike, state: TrainState, step: int
 
 
 def latest_step(ckpt_dir: str | os.PathLike) -> int | None:
-    if not Path(ckpt_dir).is_dir():
+    """The newest checkpoint step in ckpt_dir; None if it is missing or holds none."""
+    if not _check_ckpt_dir(ckpt_dir).is_dir():
         return None
     with _manager(ckpt_dir) as mngr:
         return mngr.latest_step()
@@ -349,22 +455,37 @@ def fit(
     input_shape: one unbatched input's shape (checked); default: x_train's, which must then
     have a channel axis, (N, length, C) or (N, H, W, C).
     history: {"step", "loss", "accuracy"} per chunk and "train_seconds".
+    Checked before training (TypeError/ValueError naming the argument): model is a flax Module
+    returning num_classes scores per input, augment is callable, mesh a Mesh, ckpt_dir a path
+    that is or can be made a writable directory.
     Raises NonFiniteLossError (a ValueError) naming the step if the loss or the parameters
-    turn NaN/inf; checked at every host sync (once per cfg.chunk steps) and before every
-    checkpoint, so the last checkpoint in ckpt_dir is always finite.
+    turn NaN/inf; checked at every host sync (once per cfg.chunk steps) and by save_checkpoint
+    before every checkpoint, so the last checkpoint in ckpt_dir is always finite.
     """
-    if not isinstance(cfg, TrainConfig):
-        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    _check_int("num_classes", num_classes, 2)
-    _check_int("ckpt_every", ckpt_every, 1, none_ok=True)
-    _check_int("stop_after", stop_after, 0, none_ok=True)
+    _check_cfg(cfg)
+    check_model(model)
+    check_num_classes(num_classes)
+    check_optional_int(ckpt_every, "ckpt_every", 1)
+    check_optional_int(stop_after, "stop_after", 0)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be None or a function (key, x batch) -> x batch, "
+                        f"got {type(augment).__name__} {augment!r:.80}")
+    check_mesh(mesh)
+    if ckpt_dir is not None:
+        _check_creatable(_check_ckpt_dir(ckpt_dir))
     if input_shape is None:
-        if np.ndim(x_train) < 3:
+        x_train = _as_array(x_train, "x_train")
+        if x_train.ndim < 3:
             raise ValueError(f"x_train must have shape (N, length, channels) or (N, H, W, channels), "
-                             f"got {tuple(np.shape(x_train))}")
-        input_shape = tuple(np.shape(x_train)[1:])
+                             f"got {tuple(x_train.shape)}")
+        input_shape = tuple(x_train.shape[1:])
+    input_shape = check_input_shape(input_shape)
     x_train = check_inputs(x_train, input_shape, "x_train")
     _check_nonempty_finite(x_train, "x_train", "fit")
+    outputs = output_classes(model, input_shape, name="input_shape")
+    if outputs != num_classes:
+        raise ValueError(f"num_classes is {num_classes} but {type(model).__name__} returns {outputs} class scores "
+                         f"per input; pass num_classes={outputs} or build the model with num_classes={num_classes}")
     y_train = _check_labels(y_train, x_train.shape[0], num_classes, "y_train")
     if cfg.batch_size > x_train.shape[0]:
         raise ValueError(f"cfg.batch_size {cfg.batch_size} exceeds the {x_train.shape[0]} training inputs")
@@ -398,10 +519,12 @@ def fit(
         return losses
 
     def save(state: TrainState) -> int:
-        """Saves a finite state (params checked by one jitted reduction), replacing newer/corrupt steps."""
-        if not bool(_all_finite(state.params)):
-            raise diverged(f"training parameters became non-finite by step {int(state.step)} (the loss was finite)")
-        save_checkpoint(ckpt_dir, state, replace_newer=True)
+        """Saves the state (save_checkpoint refuses a non-finite one), replacing newer/corrupt steps."""
+        try:
+            save_checkpoint(ckpt_dir, state, replace_newer=True)
+        except NonFiniteLossError as e:
+            raise diverged(f"training parameters or optimiser state became non-finite by step {int(state.step)} "
+                           f"(the loss was finite)") from e
         return int(state.step)
 
     per_epoch = x_train.shape[0] // cfg.batch_size

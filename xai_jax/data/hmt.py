@@ -12,6 +12,10 @@ Readers (none downloads anything):
 Every reader resizes to `size` x `size` (bilinear), scales to [0, 1] float32 (8-bit / 255,
 16-bit / 65535), skips macOS debris (`__MACOSX/`, `._name`) and returns labels in the tfds
 order below. `stratified_split` makes a deterministic split by seed.
+
+Bad input raises TypeError/ValueError naming the argument or the file: a path that is not a
+str/PathLike, a zip passed as a folder or a folder as a zip, a corrupt image or zip member, an
+image over PIL's decompression-bomb limit, a file whose folder and name give different labels.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ import re
 import tempfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from xai_jax.checks import check_float, check_int
 
 CLASSES = ("tumor", "stroma", "complex", "lympho", "debris", "mucosa", "adipose", "empty")
 FOLDERS = tuple(f"{i + 1:02d}_{c.upper()}" for i, c in enumerate(CLASSES))
@@ -83,6 +91,9 @@ def _decode(data: bytes | Path, name: str, size: int) -> np.ndarray:
                 if gray.size != (size, size):
                     gray = gray.resize((size, size), Image.BILINEAR)
                 return np.repeat(np.asarray(gray, np.float32)[..., None], 3, axis=-1)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image {name!r} is too large to decode safely (over PIL's decompression-bomb limit, "
+                         f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"image {name!r} is corrupt or not an image: {e}") from e
     raise ValueError(f"image {name!r} has PIL mode {mode!r}, which has no defined [0, 1] scale; "
@@ -95,14 +106,16 @@ def _skipped(rel: str) -> bool:
     return "__MACOSX" in parts or parts[-1].startswith("._")
 
 
-def _label_from_path(rel: str) -> int | None:
-    """Label from a class folder (01_TUMOR ...) or a `label_<c>` file name; None if neither."""
+def _label_from_path(rel: str, name: str) -> int | None:
+    """Label from a class folder (01_TUMOR ...) or a `label_<c>` file name; None if neither.
+    ValueError naming the file (`name`) when these give more than one label."""
     parts = Path(rel).parts
-    for part in parts[:-1]:
-        if part.upper() in FOLDERS:
-            return FOLDERS.index(part.upper())
-    m = _LABEL_IN_NAME.search(parts[-1])
-    return int(m.group(1)) if m else None
+    found = [(FOLDERS.index(p.upper()), f"folder {p}") for p in parts[:-1] if p.upper() in FOLDERS]
+    found += [(int(c), f"name 'label_{c}'") for c in _LABEL_IN_NAME.findall(parts[-1])]
+    if len({c for c, _ in found}) > 1:
+        raise ValueError(f"file {name!r} has conflicting labels: {', '.join(f'{c} ({src})' for c, src in found)}; "
+                         f"expected one label, from its class folder or from its name")
+    return found[0][0] if found else None
 
 
 def _check_label(label: int | None, name: str) -> int:
@@ -116,10 +129,16 @@ def _check_label(label: int | None, name: str) -> int:
     return label
 
 
-def _validate_size(size: int) -> int:
-    if not isinstance(size, (int, np.integer)) or size < 8:
-        raise ValueError(f"size must be an int >= 8, got {size!r}")
-    return int(size)
+def _validate_size(size: Any) -> int:
+    """An int >= 8 (TypeError for other kinds, e.g. 8.0)."""
+    return check_int(size, "size", 8)
+
+
+def _check_path(path: Any, name: str = "path") -> Path:
+    """A str or os.PathLike, as a Path (TypeError naming `name` otherwise)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__} {path!r:.80}")
+    return Path(path)
 
 
 def _folder_images(root: Path) -> list[Path]:
@@ -130,24 +149,32 @@ def _folder_images(root: Path) -> list[Path]:
 
 def load_folder(path: str | os.PathLike, size: int = 224) -> HMTData:
     """Reads every image under `path` (class folders or `label_<c>` names), sorted by path;
-    skips macOS debris (`__MACOSX/`, `._name`)."""
+    skips macOS debris (`__MACOSX/`, `._name`). FileNotFoundError if path is missing; ValueError
+    if it is a file (use load_zip for the zip) or any image is unlabelled, mislabelled or corrupt."""
     size = _validate_size(size)
-    root = Path(path)
+    root = _check_path(path)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"path {str(root)!r} is a file, not a folder of tiles; for the Kather zip use load_zip "
+                         f"(or load_cached)")
     if not root.is_dir():
         raise FileNotFoundError(f"path {str(root)!r} is not a folder. {HOW_TO_GET}")
     files = _folder_images(root)
     if not files:
         raise ValueError(f"path {str(root)!r} holds no PNG/TIFF/JPEG images. {HOW_TO_GET}")
-    labels = [_check_label(_label_from_path(str(p.relative_to(root))), str(p)) for p in files]
+    labels = [_check_label(_label_from_path(str(p.relative_to(root)), str(p)), str(p)) for p in files]
     x = np.stack([_decode(p, str(p), size) for p in files])
     return HMTData(x, np.asarray(labels, np.int32), tuple(map(str, files)))
 
 
 def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
     """Reads the Kather 2016 zip (class folders of .tif inside) without unpacking it; skips
-    macOS debris (`__MACOSX/`, `._name`)."""
+    macOS debris (`__MACOSX/`, `._name`). FileNotFoundError if path is missing; ValueError if
+    it is a folder (use load_folder), not a zip, or a member is corrupt (naming the member)."""
     size = _validate_size(size)
-    path = Path(path)
+    path = _check_path(path)
+    if path.is_dir():
+        raise ValueError(f"path {str(path)!r} is a folder, not a zip; for unpacked tiles use load_folder "
+                         f"(or load_cached)")
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r} does not exist. {HOW_TO_GET}")
     try:
@@ -156,7 +183,7 @@ def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
         raise ValueError(f"zip {str(path)!r} is not a readable zip archive: {e}") from e
     with zf:
         names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES and not _skipped(n))
-        labelled = [(n, _label_from_path(n)) for n in names]
+        labelled = [(n, _label_from_path(n, f"{path}:{n}")) for n in names]
         labelled = [(n, c) for n, c in labelled if c is not None]
         if not labelled:
             raise ValueError(
@@ -165,8 +192,17 @@ def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
             )
         for n, c in labelled:
             _check_label(c, f"{path}:{n}")
-        x = np.stack([_decode(zf.read(n), f"{path}:{n}", size) for n, _ in labelled])
+        x = np.stack([_decode(_read_member(zf, path, n), f"{path}:{n}", size) for n, _ in labelled])
     return HMTData(x, np.asarray([c for _, c in labelled], np.int32), tuple(n for n, _ in labelled))
+
+
+def _read_member(zf: zipfile.ZipFile, path: Path, member: str) -> bytes:
+    """The bytes of one zip member; ValueError naming the zip and the member when it is damaged."""
+    try:
+        return zf.read(member)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+        raise ValueError(f"zip {str(path)!r} member {member!r} is corrupt or unreadable "
+                         f"({type(e).__name__}: {e})") from e
 
 
 def _local_builder(zip_path: str | os.PathLike | None, data_dir: str | os.PathLike):
@@ -198,6 +234,9 @@ def load_tfds(data_dir: str | os.PathLike, size: int = 224, zip_path: str | os.P
     to fetch instead of letting tfds try the network (which retries for minutes offline).
     """
     size = _validate_size(size)
+    _check_path(data_dir, "data_dir")
+    if zip_path is not None:
+        _check_path(zip_path, "zip_path")
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
@@ -262,23 +301,28 @@ def _read_cache(file: Path, size: int) -> HMTData:
 
 
 def load_cached(source: str | os.PathLike, size: int = 224, cache_dir: str | os.PathLike | None = None) -> HMTData:
-    """load_zip / load_folder by the kind of `source`, cached as .npz under cache_dir (atomic).
+    """load_folder for a folder (whatever its name, `x.zip` too), load_zip for a file; cached
+    as .npz under cache_dir (atomic).
 
     The cache file name holds a hash of the source's content (see _content_key) and `size`,
     so another folder of the same name, or one that gained, lost or changed tiles, is read
-    afresh. A cache file that cannot be read or holds wrong arrays is rebuilt, with a warning.
+    afresh. A cache file that cannot be read or holds wrong arrays is rebuilt, with a warning;
+    a directory in the cache file's place is a ValueError naming it.
     """
     size = _validate_size(size)
-    source = Path(source)
-    reader = load_zip if source.suffix.lower() == ".zip" else load_folder
+    source = _check_path(source, "source")
+    is_zip = source.is_file() or (not source.exists() and source.suffix.lower() == ".zip")
+    reader = load_zip if is_zip else load_folder  # by kind: a folder named x.zip is a folder
     if cache_dir is None:
         return reader(source, size)
-    cache = Path(cache_dir)
+    cache = _check_path(cache_dir, "cache_dir")
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"cache_dir {str(cache)!r} cannot be created: {e}") from e
     file = cache / f"hmt_{source.stem}_{_content_key(source)}_{size}.npz"
+    if file.is_dir():
+        raise ValueError(f"the cache file's path {str(file)!r} is a directory; remove it or pass another cache_dir")
     if file.exists():
         try:
             return _read_cache(file, size)
@@ -296,15 +340,38 @@ def load_cached(source: str | os.PathLike, size: int = 224, cache_dir: str | os.
     return data
 
 
-def stratified_split(y: np.ndarray, test_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) with each class split in the same proportion; same seed, same split."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+def stratified_split(y: Any, test_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) with each class split in the same proportion; same seed, same split.
+
+    y: 1-D integer labels, non-empty, every class with at least 2 members (one in each split);
+    each class puts round(n_c * test_fraction) of its n_c members in test, clipped to [1, n_c - 1].
+    test_fraction: finite, in (0, 1); seed: int >= 0. TypeError/ValueError naming the argument
+    (and the classes with too few members) otherwise.
+    """
+    if y is None or isinstance(y, (str, bytes)):
+        raise TypeError(f"y must be 1-D integer labels, got {type(y).__name__}")
+    try:
+        y = np.asarray(y)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"y must be 1-D integer labels, got a ragged {type(y).__name__}: {e}") from e
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D integer labels (N,), got shape {y.shape}")
+    if y.size == 0:
+        raise ValueError("y must hold at least one label, got an empty array")
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"y must be integer labels, got dtype {y.dtype}")
+    test_fraction = check_float(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    seed = check_int(seed, "seed", 0)
+    classes, counts = np.unique(y, return_counts=True)
+    few = classes[counts < 2]
+    if few.size:
+        raise ValueError(f"y: class{'es' if few.size > 1 else ''} {few.tolist()} ha{'ve' if few.size > 1 else 's'} "
+                         f"fewer than 2 members; a class with one tile cannot be in both the train and the test split")
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for c in np.unique(y):
+    for c in classes:
         idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = max(1, int(round(len(idx) * test_fraction)))
+        n_test = min(len(idx) - 1, max(1, int(round(len(idx) * test_fraction))))
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))

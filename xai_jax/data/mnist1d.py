@@ -231,6 +231,8 @@ def load_mnist1d(
         return _pick(_generate(seed, num_samples, train_split), support)
     path = _prepare_cache_dir(cache_dir)
     file = path / f"mnist1d_seed{seed}_n{num_samples}_split{train_split!r}.npz"
+    if file.is_dir():
+        raise ValueError(f"the cache file's path {str(file)!r} is a directory; remove it or pass another cache_dir")
     if file.exists() and not regenerate:
         try:
             with np.load(file) as z:

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
+
+from xai_jax.models.validate import check_input_shape, check_model, param_shapes
 
 
 def load_keras_h5(
@@ -23,17 +24,22 @@ def load_keras_h5(
 
     input_shape: one unbatched input, e.g. (40, 1) or (224, 224, 3); used to know the
     parameter shapes that `model` expects. Raises ValueError naming the layer and both
-    shapes when the file does not match the model or naming the layer and weight when a
-    weight holds NaN or inf, FileNotFoundError when it is missing.
+    shapes when the file does not match the model, or naming the layer and weight when a
+    weight is not numeric or holds NaN or inf; FileNotFoundError when the file is missing;
+    TypeError naming path, model or input_shape when one is of the wrong kind.
     """
     import h5py
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be the path (str or os.PathLike) of a Keras .h5 file, got {type(path).__name__}")
+    check_model(model)
+    input_shape = check_input_shape(input_shape)
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path {str(path)!r} is a folder, expected a Keras .h5 file")
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r}: no such Keras .h5 file")
-    expected = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
-    )["params"]
+    expected = param_shapes(model, input_shape)
     try:
         h5 = h5py.File(path, "r")
     except OSError as e:
@@ -57,7 +63,12 @@ def load_keras_h5(
                 key = f"{layer}/{leaf}:0"
                 if key not in group[layer]:
                     raise ValueError(f"{path}: layer {layer!r} has no weight {leaf}:0")
-                value = np.asarray(group[layer][key], dtype=np.float32)
+                dataset = group[layer][key]
+                kind = getattr(dataset, "dtype", None)
+                if kind is None or kind.kind not in "fiu":
+                    raise ValueError(f"{path}: layer {layer!r} weight {leaf!r} has dtype {kind} "
+                                     f"(not numeric); expected float weights")
+                value = np.asarray(dataset, dtype=np.float32)
                 if value.shape != spec.shape:
                     raise ValueError(
                         f"{path}: layer {layer!r} weight {leaf!r} has shape {value.shape}, "

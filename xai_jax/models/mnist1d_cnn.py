@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from xai_jax.models.layers import ConvReLU
+from xai_jax.models.layers import ConvReLU, check_preset, check_sizes
+from xai_jax.models.validate import check_num_classes
 
 PRESETS: dict[str, dict] = {
     "study": {"features": (25, 25, 25), "kernels": (5, 3, 3)},
@@ -23,14 +24,29 @@ PRESETS: dict[str, dict] = {
 
 
 class MNIST1DCNN(nn.Module):
-    """x: (batch, length, channels) float32 -> logits (batch, num_classes)."""
+    """x: (batch, length, channels) float32 -> logits (batch, num_classes).
+
+    Checked on construction: features and kernels are equally long sequences of ints >= 1,
+    num_classes an int >= 2 (a classifier; TypeError/ValueError naming the field).
+    """
 
     features: Sequence[int] = PRESETS["study"]["features"]
     kernels: Sequence[int] = PRESETS["study"]["kernels"]
     num_classes: int = 10
 
+    def __post_init__(self):
+        check_sizes(self.features, "features")
+        check_sizes(self.kernels, "kernels")
+        if len(self.features) != len(self.kernels):
+            raise ValueError(f"features and kernels must be equally long (one kernel size per convolution), "
+                             f"got {len(self.features)} features and {len(self.kernels)} kernels")
+        check_num_classes(self.num_classes)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 3:
+            raise ValueError(f"MNIST1DCNN takes x of shape (batch, length, channels), got shape {x.shape}")
         for i, (f, k) in enumerate(zip(self.features, self.kernels, strict=True)):
             name = "conv1d" if i == 0 else f"conv1d_{i}"
             x = ConvReLU(f, (k,), padding="SAME", name=name)(x)
@@ -39,7 +55,6 @@ class MNIST1DCNN(nn.Module):
 
 
 def mnist1d_cnn(preset: str = "study", num_classes: int = 10) -> MNIST1DCNN:
-    """The MNIST-1D CNN of a named preset ("study" or "wide")."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    """The MNIST-1D CNN of a named preset ("study" or "wide") with num_classes (int >= 2) outputs."""
+    check_preset(preset, PRESETS)
     return MNIST1DCNN(**PRESETS[preset], num_classes=num_classes)

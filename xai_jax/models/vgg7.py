@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from xai_jax.models.layers import ConvReLU
+from xai_jax.models.layers import ConvReLU, check_preset, check_sizes
+from xai_jax.models.validate import check_num_classes
 
 PRESETS: dict[str, tuple[tuple[int, ...], ...]] = {
     "study": ((32, 32), (64, 64)),
@@ -24,13 +25,28 @@ PRESETS: dict[str, tuple[tuple[int, ...], ...]] = {
 
 
 class VGG(nn.Module):
-    """x: (batch, H, W, 3) float32 in [0, 1] -> logits (batch, num_classes)."""
+    """x: (batch, H, W, 3) float32 in [0, 1] -> logits (batch, num_classes).
+
+    Checked on construction: blocks is a non-empty sequence of non-empty sequences of ints >= 1
+    (channels per convolution), num_classes an int >= 2 (TypeError/ValueError naming the field).
+    """
 
     blocks: Sequence[Sequence[int]] = PRESETS["study"]
     num_classes: int = 8
 
+    def __post_init__(self):
+        if isinstance(self.blocks, (str, bytes)) or not isinstance(self.blocks, Sequence) or not self.blocks:
+            raise TypeError(f"blocks must be a non-empty sequence of blocks of channel counts, "
+                            f"e.g. ((32, 32), (64, 64)), got {type(self.blocks).__name__} {self.blocks!r:.80}")
+        for i, block in enumerate(self.blocks):
+            check_sizes(block, f"blocks[{i}]")
+        check_num_classes(self.num_classes)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(f"VGG takes x of shape (batch, H, W, channels), got shape {x.shape}")
         i = 0
         for block in self.blocks:
             for f in block:
@@ -43,7 +59,6 @@ class VGG(nn.Module):
 
 
 def vgg7(preset: str = "study", num_classes: int = 8) -> VGG:
-    """The HMT CNN of a named preset ("study" or "vgg7")."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    """The HMT CNN of a named preset ("study" or "vgg7") with num_classes (int >= 2) outputs."""
+    check_preset(preset, PRESETS)
     return VGG(blocks=PRESETS[preset], num_classes=num_classes)
