@@ -27,8 +27,8 @@ from xai_jax.compare import explain_all, measure_all, method_suite, predictions
 from xai_jax.data.augment import histology_augment
 from xai_jax.data.hmt import CLASSES, load_cached, stratified_split
 from xai_jax.models import load_keras_h5, vgg7
-from xai_jax.plot import deletion_insertion_curves, images_grid
-from xai_jax.report import write_json, write_metric_tables
+from xai_jax.plot import deletion_insertion_curves, images_grid, rank_figure
+from xai_jax.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
 from xai_jax.train import TrainConfig, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,18 +120,24 @@ def main(argv=None) -> dict:
     idx = pick_per_class(ys, n)
     xs, ys, preds = xs[idx], ys[idx], preds[idx]
     light = not on_gpu and not args.full
-    suite = method_suite(model, params, ndim=2, light=light, image_size=size)
+    study = "training" not in result  # the study's weights: its own Grad-CAM and faulty IG beside ours
+    suite = method_suite(model, params, ndim=2, light=light, image_size=size, study=study)
     maps, cost = explain_all(suite, params, xs, preds, key=jax.random.key(args.seed))
     step = max(1, size * size // 20)  # 20 deletion/insertion steps of 5% of the pixels
-    measured = measure_all(f, xs, ys, maps, k=0.9, deletion_step=step, blur_sigma=size / 20, batch_size=4)
+    tie_draws = 4 if args.quick else (64 if on_gpu else 8)
+    measured = measure_all(f, xs, ys, maps, k=0.9, deletion_step=step, blur_sigma=size / 20, batch_size=4,
+                           conventions=("precise", "study") if study else ("precise",), tie_draws=tie_draws,
+                           signed=[k for k, m in suite.items() if m.signed], seed=args.seed)
     table = write_metric_tables(args.out, measured, cost, class_names=CLASSES)
+    note = shares_note(measured)
+    rank_figure(measured["summary"], ALL_METRICS, note=note, path=args.out / "ranks.png")
     deletion_insertion_curves(measured["curves"], path=args.out / "deletion_insertion.png")
     show = pick_per_class(ys, min(len(ys), 8))
     images_grid(xs[show], {k: v[show] for k, v in maps.items()},
                 labels=[f"{CLASSES[ys[i]]} (pred {CLASSES[preds[i]]})" for i in show],
                 path=args.out / "overlays.png")
     result.update({"n_explained": int(len(xs)), "light_settings": light, "ms_per_input": cost,
-                   "summary": measured["summary"], "per_class": measured["per_class"],
+                   "summary": measured["summary"], "per_class": measured["per_class"], "shares": measured["shares"],
                    "wall_seconds": time.perf_counter() - t0})
     write_json(args.out / "metrics.json", result)
     lines = ["# HMT: explanation methods compared", "",
@@ -146,8 +152,13 @@ def main(argv=None) -> dict:
                   f"classified correctly.", ""]
     lines += [f"Methods on {len(xs)} tiles{' (light CPU settings, see compare.method_suite)' if light else ''}; "
               "drop/increase at k = 90% with the predicted class; deletion/insertion in 20 steps of 5% of the "
-              "pixels; mean with bootstrap 95% CI.", "", table, "", "![overlays](overlays.png)", "",
-              "![deletion and insertion](deletion_insertion.png)", ""]
+              "pixels; mean with bootstrap 95% CI (precise convention: exact where the float32 softmax "
+              f"saturates, ties as the expectation over {tie_draws} random orders).", "", table, "", note, "",
+              "![ranks](ranks.png)", "", "## Findings", "",
+              *findings(measured["summary"], "Grad-CAM", "Integrated Gradients"), "",
+              "![overlays](overlays.png)", "", "![deletion and insertion](deletion_insertion.png)", ""]
+    if study:
+        lines += ["## Variants (the study's convention; signed maps)", "", variants_table(measured), ""]
     (args.out / "report.md").write_text("\n".join(lines))
     print(table)
     print(f"wall time {result['wall_seconds']:.1f} s; results in {args.out}")
