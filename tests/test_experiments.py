@@ -25,7 +25,8 @@ def load(name):
 
 def test_reproduce_study_within_tolerance(tmp_path):
     weights = need(SEED / "MNIST1D.h5")
-    result, lines = load("reproduce_study").reproduce(weights, tmp_path, methods=["Integrated Gradients"])
+    result, lines = load("reproduce_study").reproduce(weights, tmp_path, methods=["Integrated Gradients"],
+                                                      tie_draws=4)
     assert result["accuracy"] == pytest.approx(0.877)
     rows = {r["method"]: r for r in result["reproduction"]}
     for name, (drop, inc) in {"Study Grad-CAM (softmax)": (0.411, 0.301), "Study IG (faulty)": (0.409, 0.173)}.items():
@@ -67,20 +68,18 @@ def test_no_script_folder_name_shadows_a_module():
         assert not clash, f"{where} holds {clash}, which shadow installed or standard modules"
 
 
-def check_main_job(tmp_path, args):
-    """make smoke's outputs: every file; then a second run resumes from the checkpoint."""
+def check_main_job(tmp_path):
+    """make smoke's outputs: every file, the report's sections, plausible accuracy."""
     out = tmp_path / "out"
-    for name in ("metrics.json", "metrics.md", "metrics.csv", "per_class.csv", "report.md", "examples.png",
-                 "training_curves.png", "samples.png", "deletion_insertion.png", "sanity_check.png"):
+    for name in ("metrics.json", "metrics.md", "variants.md", "metrics.csv", "per_class.csv", "report.md",
+                 "examples.png", "training_curves.png", "samples.png", "deletion_insertion.png", "sanity_check.png",
+                 "ranks.png"):
         assert (out / name).exists(), name
     results = json.loads((out / "metrics.json").read_text())
     assert results["training"]["study"]["test_accuracy"] > 0.5
     assert set(results["summary"]) >= {"Grad-CAM", "Integrated Gradients", "RISE", "SISE"}
-    again = run_script("mnist1d_job.py", *args)
-    assert again.returncode == 0, again.stderr[-3000:]
-    resumed = json.loads((out / "metrics.json").read_text())
-    assert resumed["training"]["study"]["restored_from_checkpoint"]
-    assert resumed["training"]["study"]["test_accuracy"] == results["training"]["study"]["test_accuracy"]
+    report = (out / "report.md").read_text()
+    assert "## Findings" in report and "## Variants" in report and "ranks.png" in report
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -97,7 +96,7 @@ def test_every_script_runs_quick_from_an_empty_data_dir(name, tmp_path):
     assert any((tmp_path / "out").iterdir()), f"{name} wrote nothing to --out"
     assert seconds < 60, f"{name} --quick took {seconds:.0f} s (keep it under 30 s)"
     if name == "mnist1d_job.py":
-        check_main_job(tmp_path, args)
+        check_main_job(tmp_path)
 
 
 def test_hmt_train_on_synthetic_tiles_and_explain(tmp_path):

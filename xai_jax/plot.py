@@ -204,5 +204,4 @@ def rank_figure(summary: Mapping[str, Mapping[str, tuple[float, float, float]]],
     ax.set_title("rank per metric (green = best; (h)igher / (l)ower is better)", fontsize=8.5)
     if note:
         fig.text(0.01, -0.02, note, fontsize=6.5, wrap=True, va="top")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path)  # saved with bbox_inches="tight"

@@ -109,9 +109,12 @@ def _runner(f: Callable, settings: tuple, make_one: Callable[[], Callable], mesh
     return cache[tag]
 
 
-def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, mesh=None) -> list[np.ndarray]:
-    """Runs a batched fn over the leading axis of `arrays` in fixed-size padded batches."""
-    bs = min(batch_size, arrays[0].shape[0])
+def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, mesh=None,
+                of: int | None = None) -> list[np.ndarray]:
+    """Runs a batched fn over the leading axis of `arrays` in fixed-size padded batches of
+    min(batch_size, of) rows (of: the size of the whole set `arrays` was taken from, so that
+    every subset of it runs through the same compiled shape)."""
+    bs = min(batch_size, of if of is not None else arrays[0].shape[0])
     if mesh is not None:
         bs = -(-bs // mesh.devices.size) * mesh.devices.size
     return list(run_in_batches(fn, arrays, bs))
@@ -128,7 +131,7 @@ def _split_run(run_plain: Callable, run_tied: Callable, tied: np.ndarray, arrays
         for fn, sel, bs in ((run_plain, ~tied, batch_size), (run_tied, tied, max(1, batch_size // tie_draws))):
             idx = np.flatnonzero(sel)
             if idx.size:
-                parts.append((idx, _in_batches(fn, tuple(a[idx] for a in arrays), bs, mesh)))
+                parts.append((idx, _in_batches(fn, tuple(a[idx] for a in arrays), bs, mesh, of=n)))
     outs = []
     for j in range(len(parts[0][1])):
         first = parts[0][1][j]
