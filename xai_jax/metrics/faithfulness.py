@@ -7,6 +7,7 @@ evaluated in one vmapped, jitted call per batch of inputs.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 
@@ -127,7 +128,7 @@ def _split_run(run_plain: Callable, run_tied: Callable, tied: np.ndarray, arrays
     to bound memory), at the requested matmul precision; results in input order."""
     n = len(arrays[0])
     parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
-    with jax.default_matmul_precision(precision) if precision else _nullcontext():
+    with precision_scope(precision):
         for fn, sel, bs in ((run_plain, ~tied, batch_size), (run_tied, tied, max(1, batch_size // tie_draws))):
             idx = np.flatnonzero(sel)
             if idx.size:
@@ -142,12 +143,10 @@ def _split_run(run_plain: Callable, run_tied: Callable, tied: np.ndarray, arrays
     return outs
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+def precision_scope(precision: str | None):
+    """jax.default_matmul_precision(precision), or no change for None (JAX's default)."""
+    check_precision(precision)
+    return jax.default_matmul_precision(precision) if precision else contextlib.nullcontext()
 
 
 def _key_data(key, n: int) -> np.ndarray:

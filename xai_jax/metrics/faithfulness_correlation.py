@@ -24,6 +24,7 @@ from xai_jax.checks import (
     check_targets,
     num_outputs,
 )
+from xai_jax.metrics.faithfulness import precision_scope
 from xai_jax.metrics.randomisation import pearson_row
 from xai_jax.metrics.robustness import cached_runner
 
@@ -52,6 +53,7 @@ def faithfulness_correlation(
     key: jax.Array,
     score: str = "softmax",
     batch_size: int = 100,
+    precision: str | None = "highest",
 ) -> dict[str, np.ndarray | float]:
     """Faithfulness correlation (Bhatt et al. 2020), as Quantus `FaithfulnessCorrelation`.
 
@@ -119,8 +121,9 @@ def faithfulness_correlation(
         return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
 
     tag = (who, per_value, n_features, subset_size, n_runs, fill, score)
-    values = run_in_batches(cached_runner(f, tag, build), (xs, maps, targets), min(batch_size, len(xs)),
-                            args=(key,), with_index=True)
+    with precision_scope(precision):  # full float32: TF32 cannot move the scores
+        values = run_in_batches(cached_runner(f, tag, build), (xs, maps, targets), min(batch_size, len(xs)),
+                                args=(key,), with_index=True)
     bad = ~np.isfinite(values)
     if bad.any():
         raise ValueError(f"{who}: the model f returned NaN or inf scores for inputs {np.flatnonzero(bad)[:5].tolist()}"

@@ -33,6 +33,7 @@ from xai_jax.checks import (
     check_targets,
     num_outputs,
 )
+from xai_jax.metrics.faithfulness import precision_scope
 
 PREDICTED = -1  # internal marker for targets=None; never accepted from callers
 
@@ -113,6 +114,7 @@ def infidelity(
     score: str = "logit",
     method_key: jax.Array | None = None,
     batch_size: int = 100,
+    precision: str | None = "highest",
 ) -> dict[str, np.ndarray | float]:
     """Explanation infidelity (Yeh et al. 2019), as captum.metrics.infidelity.
 
@@ -185,8 +187,9 @@ def infidelity(
 
     tag = ("infidelity", id(perturb_fn), id(method), bool(arrays), n_samples, bool(normalize), score, keyed, pair)
     run = cached_runner(f, tag, build)
-    values = run_in_batches(run, (xs, targets, *arrays), min(batch_size, len(xs)), args=(key, mkey),
-                            with_index=True)
+    with precision_scope(precision):  # full float32: TF32 cannot move the scores
+        values = run_in_batches(run, (xs, targets, *arrays), min(batch_size, len(xs)), args=(key, mkey),
+                                with_index=True)
     _check_scores(values, "infidelity")
     return {"infidelity": values, "mean": float(values.mean())}
 
@@ -216,6 +219,7 @@ def max_sensitivity(
     num_classes: int | None = None,
     method_key: jax.Array | None = None,
     batch_size: int = 100,
+    precision: str | None = "highest",
 ) -> dict[str, np.ndarray | float]:
     """Max-sensitivity (Yeh et al. 2019), as captum.metrics.sensitivity_max with its default
     perturbation:
@@ -250,7 +254,8 @@ def max_sensitivity(
         if f is None:
             raise TypeError("targets=None needs the method's model (method.model_fn) to predict the class; "
                             "pass targets")
-        logits = run_in_batches(jax.jit(jax.vmap(f)), (xs,), min(batch_size, len(xs)))
+        with precision_scope(precision):
+            logits = run_in_batches(jax.jit(jax.vmap(f)), (xs,), min(batch_size, len(xs)))
         _check_scores(logits, "max_sensitivity")
         targets = logits.argmax(1).astype(np.int32)
     else:
@@ -272,6 +277,7 @@ def max_sensitivity(
         return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)))
 
     run = cached_runner(method, ("max_sensitivity", radius, n_samples, str(norm), keyed), build)
-    values = run_in_batches(run, (xs, targets), min(batch_size, len(xs)), args=(key, mkey), with_index=True)
+    with precision_scope(precision):  # full float32: TF32 cannot move the scores
+        values = run_in_batches(run, (xs, targets), min(batch_size, len(xs)), args=(key, mkey), with_index=True)
     _check_scores(values, "max_sensitivity")
     return {"sensitivity": values, "mean": float(values.mean())}
