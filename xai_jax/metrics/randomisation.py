@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -187,6 +188,9 @@ def _checked_maps(out, reduce, n: int, who: str) -> np.ndarray:
     return out
 
 
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _ModelMetric:
     """The checked arguments of a model-randomisation metric and its map runner."""
 
@@ -240,8 +244,17 @@ class _ModelMetric:
                 maps = jax.vmap(lambda e, k: explain(p, x + e, t, k))(noise, mkeys)
                 return maps.mean(0)
 
-        # params are an argument of one jitted function: every randomised copy reuses its program
-        self._run = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+        # params are an argument of one jitted function: every randomised copy reuses its program,
+        # and repeated calls with the same make_method and settings reuse it too (cached)
+        tag = (smooth, keyed, np.asarray(jax.random.key_data(self.key)).tobytes(),
+               np.asarray(jax.random.key_data(mkey)).tobytes() if keyed else None)
+        try:
+            cache = _PROGRAMS.setdefault(make_method, {})
+        except TypeError:  # not weakly referenceable: no cache
+            cache = {}
+        if tag not in cache:
+            cache[tag] = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+        self._run = cache[tag]
 
     def maps(self, params) -> np.ndarray:
         out = run_in_batches(lambda x, t, i: self._run(params, x, t, i), (self.xs, self.targets),
