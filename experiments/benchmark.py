@@ -43,9 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark")
     p.add_argument("--data-dir", type=Path, default=ROOT / "data", help="MNIST-1D cache folder")
     p.add_argument("--skip-vgg", action="store_true")
+    p.add_argument("--skip-metrics", action="store_true", help="skip the metric timings (vs Quantus when installed)")
     p.add_argument("--quick", action="store_true", help="smoke test: 64 inputs, 8 steps, 1 repeat, no VGG")
     args = p.parse_args(argv)
     if args.quick:
+        args.skip_metrics = True
         args.n, args.steps, args.chunk, args.repeats, args.skip_vgg = min(args.n, 64), 8, 4, 1, True
     return args
 
@@ -217,6 +219,34 @@ def bench_devices(args) -> list[dict]:
     return out
 
 
+def bench_metrics(args) -> dict:
+    """The metric families on --n MNIST-1D inputs (study CNN, saliency maps): our run time (compile
+    excluded), the perturbation curves' forward-pass floors, and Quantus's time when installed
+    (experiments/compare_metrics_peers.py holds the shared setup and the Quantus side)."""
+    if args.skip_metrics:
+        return {}
+    import compare_metrics_peers as peers_cmp
+
+    config = peers_cmp.config_for(False)
+    missing = peers_cmp.missing_peers()
+    print("metrics" + (f" (Quantus ratios skipped: {', '.join(missing)} not installed; see "
+                       "experiments/compare_metrics_peers.py)" if missing else " vs Quantus"), flush=True)
+    s = peers_cmp.setup(config, args.data_dir, n=args.n)
+    return peers_cmp.speed(s, config, quick=False, repeats=args.repeats)["results"]
+
+
+def metrics_table(results: dict) -> str:
+    header = ["metric", "ours s (compile excluded)", "Quantus s", "speed-up", "goal", "ratio to forward floor"]
+    table = []
+    for name, r in results.items():
+        peer = r.get("quantus_s")
+        table.append([name, f"{r['ours_run_s']:.3f}", f"{peer:.2f}" if peer else "not installed",
+                      f"{r['speedup_vs_quantus']:.1f}x" if peer else "",
+                      f">= {r['goal_speedup']:.0f}x" if r.get("goal_speedup") else "report",
+                      f"{r['ratio_to_floor']:.2f} (goal <= 1.2)" if "ratio_to_floor" in r else ""])
+    return markdown_table(header, table)
+
+
 def main():
     args = ARGS
     device = jax.devices()[0]
@@ -226,6 +256,7 @@ def main():
     if not args.skip_vgg:
         rows += bench_vgg(args, on_gpu)
     scaling = bench_devices(args) if args.devices else []
+    metric_rows = bench_metrics(args)
     header = ["benchmark", "items/s", "ratio to floor", "compile s", "temp MiB"]
     table = []
     for r in rows:
@@ -244,11 +275,14 @@ def main():
     unchunked = next(r for n, r in ig.items() if n.startswith("MNIST-1D IG") and "chunk" not in n)
     chunked = next(r for n, r in ig.items() if n.startswith("MNIST-1D IG") and "chunk" in n)
     md += (f"\nMNIST-1D chunked / unchunked IG time: {chunked['seconds'] / unchunked['seconds']:.3f}\n")
+    if metric_rows:
+        md += "\n" + metrics_table(metric_rows)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     tag = device.platform + (f"_{args.devices}dev" if args.devices else "")
     write_json(args.out / f"benchmark_{tag}.json", {"device": str(device.device_kind), "platform": device.platform,
-                                                    "jax": jax.__version__, "rows": rows, "scaling": scaling})
+                                                    "jax": jax.__version__, "rows": rows, "scaling": scaling,
+                                                    "metrics": metric_rows})
     (args.out / f"benchmark_{tag}.md").write_text(f"Device: {device.device_kind}\n\n" + md)
 
 

@@ -659,13 +659,40 @@ def _forward_floor(f, xs: np.ndarray, per_input: int, batch: int, repeats: int) 
 
 
 def speed(s: dict, config: dict, quick: bool, repeats: int = 3) -> dict:
-    """Ours vs Quantus (as shipped: its own RNG and imputation) on the same inputs, maps, model."""
+    """Ours vs Quantus (as shipped: its own RNG and imputation) on the same inputs, maps, model.
+    Without the peers installed, only our times and the perturbation curves' forward floors."""
+    xs, f, t, model, params = s["xs"], s["f"], s["targets"], s["model"], s["params"]
+    c = config
+    make = saliency_of(model)
+    key = jax.random.key(7)
+    maps = s["maps"]["saliency"]
+    rp = {k: v for k, v in c["region_perturbation"].items() if k != "orders"}
+    rd = c["road"]
+    n_noisy = c["smooth_mprt"]["n_noisy"]
+    mine = {
+        "mprt": lambda: xm.mprt(make, model, params, xs, t, key=key, reduce=first_channel),
+        "smooth_mprt": lambda: xm.smooth_mprt(make, model, params, xs, t, key=key, n_noisy=n_noisy,
+                                              reduce=first_channel),
+        "efficient_mprt": lambda: xm.efficient_mprt(make, model, params, xs, t, key=key, n_bins=10,
+                                                    reduce=first_channel),
+        "random_logit": lambda: xm.random_logit(xj.saliency, f, xs, t, key=key, num_classes=10, reduce=first_channel),
+        "pixel_flipping": lambda: xm.pixel_flipping(f, xs, maps, targets=t, **c["pixel_flipping"]),
+        "region_perturbation": lambda: xm.region_perturbation(f, xs, maps, targets=t, **rp),
+        "road": lambda: xm.road(f, xs, maps, targets=t, percentages=rd["percentages"], noise=rd["noise"]),
+    }
+    goals = {"mprt": 20.0, "smooth_mprt": 20.0, "efficient_mprt": 20.0, "random_logit": None,
+             "pixel_flipping": 3.0, "region_perturbation": 3.0, "road": 3.0}
+    theirs = {} if missing_peers() else _quantus_cases(s, config, key)
+    return _speed_rows(s, config, quick, repeats, mine, theirs, goals)
+
+
+def _quantus_cases(s: dict, config: dict, key) -> dict:
+    """name -> run(slice) of the Quantus metric on the torch twin (same inputs, maps, targets)."""
     import quantus
     from peers import transplant
     from quantus.functions.similarity_func import correlation_spearman
 
-    xs, f, t, model, params = s["xs"], s["f"], s["targets"], s["model"], s["params"]
-    n = len(xs)
+    xs, t, model, params = s["xs"], s["targets"], s["model"], s["params"]
     maps = s["maps"]["saliency"]
     c = config
     twin = transplant.from_flax(model, params)
@@ -674,14 +701,11 @@ def speed(s: dict, config: dict, quick: bool, repeats: int = 3) -> dict:
     a_img = maps[:, None, None, :]
     common = {"channel_first": True, "device": "cpu", "batch_size": 100}
     explain = {"explain_func": quantus.explain, "explain_func_kwargs": {"method": "Gradient"}}
-    make = saliency_of(model)
-    key = jax.random.key(7)
     fresh = model.init(key, jnp.zeros((1, *xs.shape[1:]), jnp.float32))["params"]
     rand_twin = transplant.set_reset_source(transplant.from_flax(model, params), fresh)
     rp = {k: v for k, v in c["region_perturbation"].items() if k != "orders"}
     rd = c["road"]
     n_noisy = c["smooth_mprt"]["n_noisy"]
-    warm = slice(0, 8)  # Quantus warm-up call: 8 inputs (it compiles nothing; this loads its code paths)
 
     def q_run(metric, model_, x, a, **kw):
         def run(sl=slice(None)):
@@ -689,65 +713,70 @@ def speed(s: dict, config: dict, quick: bool, repeats: int = 3) -> dict:
                           **kw, **common)
         return run
 
-    cases = {
-        "mprt": (lambda: xm.mprt(make, model, params, xs, t, key=key, reduce=first_channel),
-                 q_run(quantus.MPRT(similarity_func=correlation_spearman, disable_warnings=True), rand_twin, x_cf,
-                       None, softmax=False, **explain), 20.0),
-        "smooth_mprt": (lambda: xm.smooth_mprt(make, model, params, xs, t, key=key, n_noisy=n_noisy,
-                                               reduce=first_channel),
-                        q_run(quantus.SmoothMPRT(similarity_func=correlation_spearman, nr_samples=n_noisy,
-                                                 disable_warnings=True), rand_twin, x_cf, None, softmax=False,
-                              **explain), 20.0),
-        "efficient_mprt": (lambda: xm.efficient_mprt(make, model, params, xs, t, key=key, n_bins=10,
-                                                     reduce=first_channel),
-                           q_run(quantus.EfficientMPRT(complexity_func_kwargs={"n_bins": 10}, disable_warnings=True),
-                                 rand_twin, x_cf, None, softmax=True, **explain), 20.0),
-        "random_logit": (lambda: xm.random_logit(xj.saliency, f, xs, t, key=key, num_classes=10,
-                                                 reduce=first_channel),
-                         q_run(quantus.RandomLogit(similarity_func=correlation_spearman, num_classes=10,
-                                                   disable_warnings=True), twin, x_cf, None, softmax=False,
-                               **explain), None),
-        "pixel_flipping": (lambda: xm.pixel_flipping(f, xs, maps, targets=t, **c["pixel_flipping"]),
-                           q_run(quantus.PixelFlipping(features_in_step=1, perturb_baseline=0.0,
-                                                       disable_warnings=True), twin, x_cf, a_cf, softmax=True), 3.0),
-        "region_perturbation": (lambda: xm.region_perturbation(f, xs, maps, targets=t, **rp),
-                                q_run(quantus.RegionPerturbation(patch_size=rp["patch_size"],
-                                                                 regions_evaluation=rp["regions_evaluation"],
-                                                                 perturb_baseline=0.0, disable_warnings=True),
-                                      twin, x_img, a_img, softmax=True), 3.0),
-        "road": (lambda: xm.road(f, xs, maps, targets=t, percentages=rd["percentages"], noise=rd["noise"]),
-                 q_run(quantus.ROAD(percentages=rd["percentages"], noise=rd["noise"], disable_warnings=True), twin,
-                       x_img, a_img, softmax=True), 3.0),
+    return {
+        "mprt": q_run(quantus.MPRT(similarity_func=correlation_spearman, disable_warnings=True), rand_twin, x_cf,
+                      None, softmax=False, **explain),
+        "smooth_mprt": q_run(quantus.SmoothMPRT(similarity_func=correlation_spearman, nr_samples=n_noisy,
+                                                disable_warnings=True), rand_twin, x_cf, None, softmax=False,
+                             **explain),
+        "efficient_mprt": q_run(quantus.EfficientMPRT(complexity_func_kwargs={"n_bins": 10}, disable_warnings=True),
+                                rand_twin, x_cf, None, softmax=True, **explain),
+        "random_logit": q_run(quantus.RandomLogit(similarity_func=correlation_spearman, num_classes=10,
+                                                  disable_warnings=True), twin, x_cf, None, softmax=False, **explain),
+        "pixel_flipping": q_run(quantus.PixelFlipping(features_in_step=1, perturb_baseline=0.0,
+                                                      disable_warnings=True), twin, x_cf, a_cf, softmax=True),
+        "region_perturbation": q_run(quantus.RegionPerturbation(patch_size=rp["patch_size"],
+                                                                regions_evaluation=rp["regions_evaluation"],
+                                                                perturb_baseline=0.0, disable_warnings=True),
+                                     twin, x_img, a_img, softmax=True),
+        "road": q_run(quantus.ROAD(percentages=rd["percentages"], noise=rd["noise"], disable_warnings=True), twin,
+                      x_img, a_img, softmax=True),
     }
+
+
+def _speed_rows(s: dict, config: dict, quick: bool, repeats: int, mine: dict, theirs: dict, goals: dict) -> dict:
+    xs, f = s["xs"], s["f"]
+    n = len(xs)
+    c = config
+    rp = c["region_perturbation"]
+    rd = c["road"]
+    n_noisy = c["smooth_mprt"]["n_noisy"]
+    common = {"batch_size": 100}
+    warm = slice(0, 8)  # Quantus warm-up call: 8 inputs (it compiles nothing; this loads its code paths)
     floors = {  # forwards per input, inputs per call of our metric
         "pixel_flipping": (-(-40 // c["pixel_flipping"]["features_in_step"]), 100),
         "region_perturbation": (1 + rp["regions_evaluation"], 100),
         "road": (len(rd["percentages"]), 25),
     }
     results = {}
-    for name, (mine, theirs, goal) in cases.items():
-        tm = _timed(lambda: jax.block_until_ready(jax.tree.leaves(mine())), repeats)
+    for name, ours_fn in mine.items():
+        goal = goals.get(name)
+        tm = _timed(lambda: jax.block_until_ready(jax.tree.leaves(ours_fn())), repeats)
         wall = tm["second_s"]
         run = max(wall - tm["second_compile_s"], 1e-9)  # a later call, less what it spent compiling
-        theirs(warm)
-        peer_s = _best(theirs, max(1, repeats - 1))
         row = {"ours_wall_s": wall, "ours_compile_in_call_s": tm["second_compile_s"], "ours_run_s": run,
                "ours_first_call_s": tm["first_s"], "ours_first_call_compile_s": tm["first_compile_s"],
-               "quantus_s": peer_s, "speedup_vs_quantus": peer_s / run, "speedup_vs_quantus_wall": peer_s / wall,
                "goal_speedup": goal, "recompiles_every_call": bool(tm["second_compile_s"] > 0.05)}
-        if goal is not None:
-            row["meets_goal"] = bool(peer_s / run >= goal)
-            row["meets_goal_wall"] = bool(peer_s / wall >= goal)
+        peer_s = None
+        if name in theirs:
+            theirs[name](warm)
+            peer_s = _best(theirs[name], max(1, repeats - 1))
+            row.update({"quantus_s": peer_s, "speedup_vs_quantus": peer_s / run,
+                        "speedup_vs_quantus_wall": peer_s / wall})
+            if goal is not None:
+                row["meets_goal"] = bool(peer_s / run >= goal)
+                row["meets_goal_wall"] = bool(peer_s / wall >= goal)
         if name in floors:
             per_input, batch = floors[name]
             floor = _forward_floor(f, xs, per_input, batch, repeats)
             row.update({"forward_floor_s": floor, "forwards": n * per_input, "ratio_to_floor": run / floor,
                         "goal_ratio_to_floor": 1.2, "meets_floor_goal": bool(run / floor <= 1.2)})
         results[name] = row
+        peer = (f" | quantus {peer_s:8.2f} s | x{peer_s / run:7.1f} (wall x{peer_s / wall:.1f})"
+                if peer_s is not None else " | quantus not installed")
         print(f"  {name:20s} ours {run:8.3f} s run + {tm['second_compile_s']:.2f} s compile in the call "
-              f"(first call {tm['first_s']:.2f} s) | quantus {peer_s:8.2f} s | x{peer_s / run:7.1f} "
-              f"(wall x{peer_s / wall:.1f})" + (f" | floor {floor:.3f} s, ratio {run / floor:.2f}"
-                                                 if name in floors else ""), flush=True)
+              f"(first call {tm['first_s']:.2f} s)" + peer + (f" | floor {floor:.3f} s, ratio {run / floor:.2f}"
+                                                             if name in floors else ""), flush=True)
     return {"n_inputs": n, "n_noisy_smooth_mprt": n_noisy, "machine": machine(),
             "quantus_batch_size": common["batch_size"], "quick": quick, "results": results,
             "repeats": repeats,
