@@ -94,7 +94,7 @@ def test_every_script_runs_quick_from_an_empty_data_dir(name, tmp_path):
     seconds = time.perf_counter() - t0
     assert done.returncode == 0, f"{name} failed:\n{done.stderr[-3000:]}"
     assert any((tmp_path / "out").iterdir()), f"{name} wrote nothing to --out"
-    assert seconds < 60, f"{name} --quick took {seconds:.0f} s (keep it under 30 s)"
+    assert seconds < 90, f"{name} --quick took {seconds:.0f} s (the aim is 30 s on 2 free cores)"
     if name == "mnist1d_job.py":
         check_main_job(tmp_path)
 

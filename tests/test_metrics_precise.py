@@ -113,3 +113,35 @@ def test_deletion_with_ties_averages_orders():
     no_ties = deletion_insertion(f, x, np.array([[9.0, 2.0, 1.0, 0.0]], np.float32), score="logit")
     assert no_ties["tie_share"] == 0.0
     np.testing.assert_allclose(no_ties["deletion_curve"][0], curves[0], rtol=1e-6)
+
+
+def test_compiled_programs_do_not_keep_the_model_alive():
+    """Programs are cached on f itself: once the caller drops f, f (and its params) are freed."""
+    import gc
+    import weakref
+
+    import xai_jax as xj
+
+    def make():
+        w = jnp.ones(6)
+        return lambda x: jnp.stack([w @ x[:, 0], jnp.asarray(0.0)])
+
+    f = make()
+    ref = weakref.ref(f)
+    xs = np.random.default_rng(0).normal(size=(3, 6, 1)).astype(np.float32)
+    drop_increase(f, xs, np.random.default_rng(1).random((3, 6)), k=0.5)
+    xj.attribute(xj.saliency(f), xs, np.zeros(3, int))
+    del f
+    gc.collect()
+    assert ref() is None
+
+
+def test_topk_masks_keep_every_tied_position_when_the_cut_takes_them_all():
+    import jax
+
+    from xai_jax.metrics.ties import topk_keep_masks
+
+    m = jnp.concatenate([jnp.ones(1), jnp.zeros(10)])  # keep 11 of 11: 10 tied zeros, all kept
+    masks, weights = topk_keep_masks(m, 11, jax.random.key(0), 4)
+    assert float(weights.sum()) == pytest.approx(1.0)
+    assert bool(np.asarray(masks)[np.asarray(weights) > 0].all())

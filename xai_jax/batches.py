@@ -28,3 +28,14 @@ def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), w
         batch = [jnp.asarray(a[take]) for a in arrays] + ([jnp.asarray(idx)] if with_index else [])
         outs.append(fn(*batch, *args))
     return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n], *outs)
+
+
+def program_cache(owner) -> dict:
+    """The dict of compiled programs kept on `owner` (a function or callable object) itself, so
+    that they live exactly as long as it does. (A module-level weak dict keyed on the owner
+    would never free it: each program's closure refers back to the owner.) An owner that takes
+    no attributes gets a fresh dict: no caching, nothing kept."""
+    try:
+        return vars(owner).setdefault("_xai_jax_programs", {})
+    except TypeError:  # no __dict__
+        return {}

@@ -161,7 +161,7 @@ def check_targets(targets: Any, n: int, num_classes: int | None, name: str = "ta
         raise ValueError(f"{name} must have shape ({n},) to match the inputs, got {targets.shape}")
     if targets.size and targets.min() < 0:
         raise ValueError(f"{name} must be class indices >= 0, got {int(targets.min())} "
-                         f"(pass targets=None for the predicted class)")
+                         f"(metrics that take targets=None use it for the predicted class)")
     if num_classes is not None and targets.size and targets.max() >= num_classes:
         raise ValueError(f"{name} must lie in [0, {num_classes}) (the model has {num_classes} classes), "
                          f"got {int(targets.max())}")

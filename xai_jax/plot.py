@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike | None):
@@ -191,7 +192,7 @@ def rank_figure(summary: Mapping[str, Mapping[str, tuple[float, float, float]]],
     for j, m in enumerate(cols):
         ok = ~np.isnan(values[:, j])
         v = values[ok, j] if metrics[m][1] == "lower" else -values[ok, j]
-        ranks[ok, j] = np.argsort(np.argsort(v, kind="stable"), kind="stable") + 1
+        ranks[ok, j] = rankdata(v, method="min")  # equal means share a rank: no order bias
     fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(cols), 0.9 + 0.38 * len(methods)))
     ax.imshow(np.ma.masked_invalid(ranks), cmap="RdYlGn_r", aspect="auto", vmin=1, vmax=max(len(methods), 2))
     for i in range(len(methods)):

@@ -7,21 +7,18 @@ sharded along the mesh's "data" axis (see xai_jax.distributed).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.batches import run_in_batches
+from xai_jax.batches import program_cache, run_in_batches
 from xai_jax.checks import check_array, check_batch, check_int, check_key, check_mesh, check_targets, num_outputs
-
-_COMPILED: weakref.WeakKeyDictionary[Callable, dict] = weakref.WeakKeyDictionary()
 
 
 def _batched(method: Callable, keyed: bool, mesh) -> Callable:
-    cache = _COMPILED.setdefault(method, {})
+    cache = program_cache(method)
     tag = (keyed, id(mesh) if mesh is not None else None)
     if tag not in cache:
         if keyed:

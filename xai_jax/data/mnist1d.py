@@ -14,8 +14,8 @@ goes) and resample that indicator to 40 samples. Two supports follow from it
 (`load_mnist1d(support=...)`):
 - "majority" (default): positions where more than half of the resampled indicator comes
   from the template (> 0.5);
-- "any": positions with any template contribution (> 0), a superset of "majority" (one edge
-  positions larger, by one or two at the edges, in 2,195 of the 5,000 default signals).
+- "any": positions with any template contribution (> 0), a superset of "majority" (larger
+  by one or two edge positions in 2,195 of the 5,000 default signals).
 The replay is checked against the package's signals sample by sample, so the draws cannot
 drift.
 """

@@ -8,7 +8,6 @@ evaluated in one vmapped, jitted call per batch of inputs.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable
 
 import jax
@@ -16,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import score_transform
-from xai_jax.batches import run_in_batches
+from xai_jax.batches import program_cache, run_in_batches
 from xai_jax.checks import (
     check_array,
     check_batch,
@@ -88,16 +87,12 @@ def _keep_count(k: float, n_pos: int) -> int:
     return n_keep
 
 
-_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _runner(f: Callable, settings: tuple, make_one: Callable[[], Callable], mesh, n_args: int) -> Callable:
     """jit(vmap(one)), or sharded over the mesh's "data" axis, cached per (f, settings) so
     that measuring many methods' maps with one model compiles once."""
-    try:
-        cache = _RUNNERS.setdefault(f, {})
-    except TypeError:  # f cannot be weakly referenced: no cache
-        cache = {}
+    cache = program_cache(f)
     tag = (*settings, id(mesh) if mesh is not None else None)
     if tag not in cache:
         one = make_one()
@@ -273,8 +268,8 @@ def drop_increase(
     arrays = (xs, maps, targets, keys, index)
     if convention == "study":
         run = _runner(f, ("drop_increase_study", k, fill, score), lambda: study_one, mesh, 5)
-        tied = np.zeros(len(xs), bool)
-        drop, inc, sat = _split_run(run, run, tied, arrays, batch_size, 1, mesh, precision)
+        drop, inc, sat = _split_run(run, run, np.zeros(len(xs), bool), arrays, batch_size, 1, mesh, precision)
+        tied = ambiguous_topk(maps, n_keep)  # reported: here such ties are broken by index
     else:
         tied = ambiguous_topk(maps, n_keep) if tie_draws > 1 else np.zeros(len(xs), bool)
         plain = _runner(f, ("drop_increase", k, fill, 1), lambda: precise_one(1), mesh, 5)

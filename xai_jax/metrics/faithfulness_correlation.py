@@ -120,7 +120,7 @@ def faithfulness_correlation(
 
         return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
 
-    tag = (who, per_value, n_features, subset_size, n_runs, fill, score)
+    tag = (who, per_value, n_features, subset_size, n_runs, fill if isinstance(fill, str) else float(fill), score)
     with precision_scope(precision):  # full float32: TF32 cannot move the scores
         values = run_in_batches(cached_runner(f, tag, build), (xs, maps, targets), min(batch_size, len(xs)),
                                 args=(key,), with_index=True)

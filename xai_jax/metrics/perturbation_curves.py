@@ -38,7 +38,6 @@ Quantus asserts divisibility).
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable, Sequence
 
 import jax
@@ -46,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import score_transform
-from xai_jax.batches import run_in_batches
+from xai_jax.batches import program_cache, run_in_batches
 from xai_jax.checks import check_choice, check_float, check_int, check_key, check_optional_int, is_concrete
 from xai_jax.metrics.faithfulness import _check_scores, _prepare
 from xai_jax.metrics.ties import ambiguous_topk, index_ranks, tie_broken_ranks
@@ -88,17 +87,13 @@ def _score_of(f: Callable, s: Callable) -> Callable:
     return score
 
 
-_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _runner(f: Callable, tag: tuple, build: Callable[[], Callable]) -> Callable:
     """jit(vmap(one)) over (x, values, target, index) with `extra` (keys, noise level)
     unbatched, cached per (f, tag) so that many maps measured with one model compile once
     (orders and noise levels are data, not part of the tag)."""
-    try:
-        cache = _RUNNERS.setdefault(f, {})
-    except TypeError:  # f cannot be weakly referenced: no cache
-        cache = {}
+    cache = program_cache(f)
     if tag not in cache:
         cache[tag] = jax.jit(jax.vmap(build(), in_axes=(0, 0, 0, 0, None)))
     return cache[tag]
@@ -139,7 +134,8 @@ def _run_curves(f, tag, prelude, curve, reduce, xs, values, targets, tied, extra
             if sel.any():
                 run = _runner(f, (*tag, drawn, draws if drawn else 0, xs.shape[1:], values.shape[1:]), build(drawn))
                 arrays = (xs[sel], values[sel], targets[sel], index[sel])
-                parts.append((sel, run_in_batches(run, arrays, min(batch_size, int(sel.sum())), args=(extra,))))
+                # the whole set's batch shape for both subsets: one compile however many inputs tie
+                parts.append((sel, run_in_batches(run, arrays, min(batch_size, n), args=(extra,))))
     treedef = jax.tree.structure(parts[0][1])
     out = [np.zeros((n, *leaf.shape[1:]), leaf.dtype) for leaf in jax.tree.leaves(parts[0][1])]
     for sel, res in parts:
@@ -460,8 +456,8 @@ def noisy_linear_imputation(x, removed, *, noise: float = 0.01, key=None,
     Every removed position takes the weighted mean of its in-bounds neighbours (removed
     ones included: a sparse linear system; 2-D weights 1/6 direct, 1/12 diagonal; 1-D 1/2
     each), plus noise * N(0, 1) per channel (from `key`, default jax.random.key(0)); kept
-    positions are unchanged. Solved with at most `iterations` (default
-    `default_iterations`) conjugate-gradient steps, no dense matrix. Returns (imputed x,
+    positions are unchanged. 1-D: the closed-form solution; images: at most `iterations`
+    (default `default_iterations`) conjugate-gradient steps, no dense matrix. Returns (imputed x,
     residual = max |v_i - weighted neighbour mean| before the noise). jit/vmap-able.
     """
     x = jnp.asarray(x)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import model_fn
-from xai_jax.batches import run_in_batches
+from xai_jax.batches import program_cache, run_in_batches
 from xai_jax.checks import (
     check_batch,
     check_choice,
@@ -188,7 +187,6 @@ def _checked_maps(out, reduce, n: int, who: str) -> np.ndarray:
     return out
 
 
-_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _ModelMetric:
@@ -248,10 +246,7 @@ class _ModelMetric:
         # and repeated calls with the same make_method and settings reuse it too (cached)
         tag = (smooth, keyed, np.asarray(jax.random.key_data(self.key)).tobytes(),
                np.asarray(jax.random.key_data(mkey)).tobytes() if keyed else None)
-        try:
-            cache = _PROGRAMS.setdefault(make_method, {})
-        except TypeError:  # not weakly referenceable: no cache
-            cache = {}
+        cache = program_cache(make_method)
         if tag not in cache:
             cache[tag] = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
         self._run = cache[tag]
@@ -499,7 +494,7 @@ def random_logit(
     from, 2 <= num_classes <= the classes of f (default: all of f's). targets: (N,) in
     [0, num_classes), or None for f's predicted class. method_key: keyed methods get
     fold_in(method_key, i) for both explanations of input i. similarity: see
-    map_similarity; Quantus' default is "ssim", the brief's (and ours) "spearman".
+    map_similarity; Quantus' default is "ssim", this library's "spearman".
 
     Returns {"similarity": (N,), "off_targets": (N,) the drawn classes, "mean": float}.
     Deviations: per-map normalisation and constant maps as in `mprt`.

@@ -13,7 +13,6 @@ which batches run. All samples of a batch of inputs are evaluated in one jitted,
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from xai_jax.attribution.batching import method_num_classes
 from xai_jax.attribution.common import score_transform
-from xai_jax.batches import run_in_batches
+from xai_jax.batches import program_cache, run_in_batches
 from xai_jax.checks import (
     check_batch,
     check_finite_maps,
@@ -38,17 +37,13 @@ from xai_jax.metrics.faithfulness import precision_scope
 PREDICTED = -1  # internal marker for targets=None; never accepted from callers
 
 
-_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cached_runner(owner: Callable, tag: tuple, build: Callable[[], Callable]) -> Callable:
-    """build(), cached per (owner, tag) so that scoring many maps of one model compiles once.
-    The runner closes over every callable named by id() in tag, so those ids stay unique
-    while the entry lives; an owner that cannot be weakly referenced gets no cache."""
-    try:
-        cache = _RUNNERS.setdefault(owner, {})
-    except TypeError:
-        return build()
+    """build(), cached on the owner per tag (xai_jax.batches.program_cache) so that scoring
+    many maps of one model compiles once. The runner closes over every callable named by id()
+    in tag, so those ids stay unique while the entry lives."""
+    cache = program_cache(owner)
     if tag not in cache:
         cache[tag] = build()
     return cache[tag]

@@ -96,7 +96,7 @@ def topk_keep_masks(m: jax.Array, n_keep: int, key: jax.Array, draws: int) -> tu
         random_keep = above | (tied & (rank < r))
         chosen = _unrank_subset(jnp.minimum(d, count - 1), g, r, slots)
         exact_keep = above | jnp.zeros(n, bool).at[tied_pos[:slots]].set(chosen & (jnp.arange(slots) < g))
-        keep = jnp.where(exact, exact_keep, random_keep)
+        keep = jnp.where(r >= g, above | tied, jnp.where(exact, exact_keep, random_keep))  # r == g: no choice
         weight = jnp.where(d < count, 1.0 / count, 0.0)
         return keep.reshape(m.shape), weight
 
