@@ -186,3 +186,14 @@ def test_localisation_offsets_ties_and_signs():
     np.testing.assert_allclose(localisation_auroc(np.abs(signed), support), 1.0)
     with pytest.raises(ValueError, match="shift must be one of"):
         relevance_mass(offset, support, shift="mean")
+
+
+def test_spearman_rows_constant_rows_follow_map_similarity():
+    """An unchanged constant map (e.g. an all-zero ReLU Grad-CAM) did not change: 1, as mprt says."""
+    from xai_jax.metrics import map_similarity
+
+    a = np.zeros((3, 8))
+    b = np.zeros((3, 8))
+    b[1, 2] = 1.0  # row 1 changed; rows 0 and 2 identical constants
+    np.testing.assert_allclose(spearman_rows(a, b), [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(spearman_rows(a, b), map_similarity(a, b, "spearman"), atol=1e-6)

@@ -21,7 +21,9 @@ from xai_jax.checks import check_batch, check_int, check_key, check_targets, num
 
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each row pair (N, D) x (N, D); 0 where a row is constant."""
+    """Spearman correlation of each row pair (N, D) x (N, D). A constant row has no rank
+    correlation: 1.0 when the two rows are identical (the map did not change), else 0.0,
+    as metrics.map_similarity defines it."""
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim < 2 or len(a) == 0:
         raise ValueError(f"a and b must be non-empty batches (N, D...) of the same shape, got {a.shape} and {b.shape}")
@@ -36,7 +38,8 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ra -= ra.mean(1, keepdims=True)
     rb -= rb.mean(1, keepdims=True)
     den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1), 0.0)
+    same = (a.reshape(len(a), -1) == b.reshape(len(b), -1)).all(1)
+    return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1), np.where(same, 1.0, 0.0))
 
 
 def cascading_randomisation(
