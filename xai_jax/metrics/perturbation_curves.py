@@ -37,7 +37,6 @@ Quantus asserts divisibility).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import jax
@@ -47,7 +46,7 @@ import numpy as np
 from xai_jax.attribution.common import score_transform
 from xai_jax.batches import program_cache, run_in_batches
 from xai_jax.checks import check_choice, check_float, check_int, check_key, check_optional_int, is_concrete
-from xai_jax.metrics.faithfulness import _check_scores, _prepare
+from xai_jax.metrics.faithfulness import _check_scores, _prepare, check_precision, precision_scope
 from xai_jax.metrics.ties import ambiguous_topk, index_ranks, tie_broken_ranks
 
 # ---------------------------------------------------------------------------------------
@@ -99,12 +98,8 @@ def _runner(f: Callable, tag: tuple, build: Callable[[], Callable]) -> Callable:
     return cache[tag]
 
 
-PRECISIONS = ("default", "high", "highest")
-
-
 def _check_common(tie_draws, chunk_size, precision) -> tuple[int, int | None]:
-    if precision is not None:
-        check_choice(precision, "precision", PRECISIONS)
+    check_precision(precision)
     return check_int(tie_draws, "tie_draws", 1), check_optional_int(chunk_size, "chunk_size", 1)
 
 
@@ -129,7 +124,7 @@ def _run_curves(f, tag, prelude, curve, reduce, xs, values, targets, tied, extra
     index = np.arange(n, dtype=np.int32)
     tied = tied & (draws > 1)
     parts = []
-    with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
+    with precision_scope(precision):
         for drawn, sel in ((False, ~tied), (True, tied)):
             if sel.any():
                 run = _runner(f, (*tag, drawn, draws if drawn else 0, xs.shape[1:], values.shape[1:]), build(drawn))

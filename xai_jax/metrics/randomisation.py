@@ -17,6 +17,7 @@ method gets jax.random.fold_in(method_key, i), so results never depend on batch_
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections.abc import Callable
@@ -134,8 +135,9 @@ def map_similarity(a, b, kind: str = "spearman", *, batch_size: int = 1000) -> n
     for name, v in (("a", a), ("b", b)):
         if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)) or v.dtype == bool:
             raise TypeError(f"{name} must be a numeric array, got dtype {v.dtype}")
-        if not np.isfinite(v).all():
-            raise ValueError(f"{name} contains NaN or inf values")
+        bad = ~np.isfinite(v.reshape(len(v), -1)).all(1)
+        if bad.any():
+            raise ValueError(f"{name} contains NaN or inf values (rows {np.flatnonzero(bad)[:5].tolist()})")
     kind = _check_similarity(kind, int(np.prod(a.shape[1:])))
     return _similarities(a, b, kind, check_int(batch_size, "batch_size", 1))
 
@@ -161,7 +163,13 @@ def _check_bool(value: Any, name: str) -> bool:
 
 
 def _batch_of_logits(f: Callable, xs: np.ndarray, batch_size: int) -> np.ndarray:
-    return run_in_batches(jax.jit(jax.vmap(f)), (xs,), min(batch_size, len(xs)))
+    run = program_cache(f).setdefault(("logits",), jax.jit(jax.vmap(f)))
+    return run_in_batches(run, (xs,), min(batch_size, len(xs)))
+
+
+@functools.lru_cache(maxsize=16)
+def _entropy_program(n_bins: int) -> Callable:
+    return jax.jit(jax.vmap(lambda v: histogram_entropy_row(v, n_bins)))
 
 
 def _resolve_targets(f: Callable, xs: np.ndarray, targets, n_classes: int, batch_size: int) -> np.ndarray:
@@ -423,7 +431,7 @@ def efficient_mprt(
     metric = _ModelMetric("efficient_mprt", make_method, model, params, xs, targets, key, method_key, batch_size,
                           reduce)
 
-    entropies = jax.jit(jax.vmap(lambda v: histogram_entropy_row(v, n_bins)))
+    entropies = _entropy_program(n_bins)
 
     def complexity(p):
         maps = _normalised(metric.maps(p), "second_moment" if normalise else None)
@@ -526,8 +534,14 @@ def random_logit(
         off = r + (r >= t)
         return explain(t), explain(off), off
 
-    original, other, off = run_in_batches(jax.jit(jax.vmap(one)), (xs, targets), min(batch_size, len(xs)),
-                                          with_index=True)
+    # cached on f: the closure's constants (the method's source, classes, keys) are the tag
+    tag = ("random_logit", id(method_or_factory), keyed, num_classes, np.asarray(jax.random.key_data(key)).tobytes(),
+           np.asarray(jax.random.key_data(mkey)).tobytes())
+    cache = program_cache(f)
+    if tag not in cache:
+        cache[tag] = jax.jit(jax.vmap(one))
+    run = cache[tag]
+    original, other, off = run_in_batches(run, (xs, targets), min(batch_size, len(xs)), with_index=True)
     n = len(xs)
 
     def prepared(maps):
