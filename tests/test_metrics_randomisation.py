@@ -251,3 +251,14 @@ def test_random_logit_linear_saliency_by_hand_and_draws():
         random_logit(xj.saliency, f, xs, t, key=KEY, num_classes=3)
     with pytest.raises(ValueError, match="random_logit needs at least one input"):
         random_logit(xj.saliency, f, xs[:0], t[:0], key=KEY)
+
+
+@pytest.mark.parametrize("size", [30, 300])  # both ranking paths: pairwise (<= 128 values) and sort + search
+def test_average_ranks_match_scipy_with_ties(size):
+    from scipy.stats import rankdata
+
+    from xai_jax.metrics.randomisation import PAIRWISE_RANKS_UP_TO, average_ranks
+
+    assert (size <= PAIRWISE_RANKS_UP_TO) == (size == 30)
+    v = np.round(RNG.normal(size=size), 1).astype(np.float32)  # many exact ties
+    np.testing.assert_array_equal(np.asarray(jax.jit(average_ranks)(jnp.asarray(v))), rankdata(v))

@@ -420,8 +420,9 @@ def _linear_imputation_1d(x: jax.Array, removed: jax.Array, iterations: int) -> 
     del iterations
     n = x.shape[0]
     idx = jnp.arange(n)
-    prev = jax.lax.cummax(jnp.where(removed, -1, idx))
-    nxt = jax.lax.cummin(jnp.where(removed, n, idx), reverse=True)
+    # associative scans, O(L log L): lax.cummax/cummin lower to an O(L^2) reduce_window on CPU
+    prev = jax.lax.associative_scan(jnp.maximum, jnp.where(removed, -1, idx))
+    nxt = jax.lax.associative_scan(jnp.minimum, jnp.where(removed, n, idx), reverse=True)
     has_prev, has_next = prev >= 0, nxt < n
     pv, nv = x[jnp.clip(prev, 0, n - 1)], x[jnp.clip(nxt, 0, n - 1)]
     t = ((idx - prev) / jnp.maximum(nxt - prev, 1)).astype(x.dtype)[:, None]

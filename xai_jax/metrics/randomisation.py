@@ -68,8 +68,15 @@ def pearson_row(a: jax.Array, b: jax.Array) -> jax.Array:
     return _degenerate(a, b, jnp.where(den > 0, r, 0.0))
 
 
+PAIRWISE_RANKS_UP_TO = 128  # values per map: O(D^2) comparisons beat sort + search below this (CPU: 3x at D=40)
+
+
 def average_ranks(v: jax.Array) -> jax.Array:
     """1-based ranks, ties sharing their average rank (scipy.stats.rankdata 'average')."""
+    if v.size <= PAIRWISE_RANKS_UP_TO:
+        below = (v[None, :] < v[:, None]).sum(1)
+        at_or_below = (v[None, :] <= v[:, None]).sum(1)
+        return (below + at_or_below + 1).astype(jnp.float32) / 2
     s = jnp.sort(v)
     lo = jnp.searchsorted(s, v, side="left")
     hi = jnp.searchsorted(s, v, side="right")
