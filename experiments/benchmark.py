@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", type=Path, default=ROOT / "data", help="MNIST-1D cache folder")
     p.add_argument("--skip-vgg", action="store_true")
     p.add_argument("--skip-metrics", action="store_true", help="skip the metric timings (vs Quantus when installed)")
+    p.add_argument("--skip-adaptive", action="store_true", help="skip error-controlled IG vs uniform rules")
+    p.add_argument("--adaptive-vgg-size", type=positive_int, default=32,
+                   help="VGG image size for the adaptive IG rows on CPU (224 on GPU)")
     p.add_argument("--quick", action="store_true", help="smoke test: 64 inputs, 8 steps, 1 repeat, no VGG")
     args = p.parse_args(argv)
     if args.quick:
@@ -194,6 +197,211 @@ def bench_vgg(args, on_gpu: bool) -> list[dict]:
     return rows
 
 
+def _trained_mnist1d(args):
+    """The study-architecture CNN trained as the main job trains it (--quick: 300 steps)."""
+    from xai_jax.data.augment import random_circular_shift
+    from xai_jax.train import TrainConfig, fit
+
+    data = load_mnist1d(cache_dir=args.data_dir)
+    model = mnist1d_cnn("study")
+    cfg = (TrainConfig(steps=300, batch_size=128, learning_rate=1e-2, warmup_steps=30) if args.quick
+           else TrainConfig(steps=6000, batch_size=128, learning_rate=1e-2, seed=0))
+    state, _ = fit(model, data.x_train, data.y_train, cfg, num_classes=10, augment=random_circular_shift,
+                   input_shape=(40, 1), progress=False)
+    return model, state.params, data
+
+
+def _best_of(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # warm-up: compiles
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def adaptive_vs_uniform(name: str, f, xs, ts, *, batch: int, repeats: int, tol: float = 1e-2, atol: float = 1e-6,
+                        max_uniform: int = 4096, chunk: int = 256) -> dict:
+    """Error-controlled IG against the cheapest uniform trapezoid rule (n = 8, 16, ..., max_uniform)
+    that meets |sum IG - (F(x) - F(b))| <= max(tol |F(x) - F(b)|, atol) on every input; both
+    through attribute(..., batch_size=batch, to_numpy=False), timed after a warm-up call."""
+    gap = jax.jit(jax.vmap(lambda x, t: f(x)[t] - f(jnp.zeros_like(x))[t]))
+    bound = np.maximum(tol * np.abs(np.asarray(gap(xs, ts))), atol)
+    n_in = len(xs)
+
+    def run(method):
+        return xj.attribute(method, xs, ts, batch_size=batch, to_numpy=False, progress=False)
+
+    uniform, tried = None, []
+    n = 8
+    while n <= max_uniform:
+        method = xj.integrated_gradients(f, steps=n, return_delta=True,
+                                         chunk_size=None if n * batch <= 64 * 1024 else chunk)
+        _, delta = run(method)
+        fails = int((np.abs(np.asarray(delta)) > bound).sum())
+        tried.append({"steps": n, "inputs_over_bound": fails})
+        print(f"  {name}: uniform trapezoid {n} steps: {fails} of {n_in} inputs over the bound", flush=True)
+        if fails == 0:
+            uniform = {"steps": n, "seconds": _best_of(lambda m=method: run(m), repeats), "gradients": n * n_in}
+            break
+        n *= 2
+    auto = xj.integrated_gradients(f, steps="auto", tol=tol, atol=atol, return_delta=True)
+    _, delta = run(auto)
+    used = np.concatenate([np.asarray(jax.jit(jax.vmap(auto.steps_used))(xs[i:i + batch], ts[i:i + batch]))
+                           for i in range(0, n_in, batch)])
+    hit_max = used + 8 > 1024
+    over = np.abs(np.asarray(delta)) > bound
+    adaptive = {"seconds": _best_of(lambda: run(auto), repeats), "gradients": int(used.sum()),
+                "gradients_median": float(np.median(used)), "gradients_max": int(used.max()),
+                "inputs_over_bound": int(over.sum()),
+                "inputs_over_bound_not_at_max_steps": int((over & ~hit_max).sum()),
+                "inputs_at_max_steps": int(hit_max.sum())}
+    out = {"name": f"{name}: error-controlled IG (tol {tol}) vs cheapest uniform trapezoid", "inputs": n_in,
+           "batch_size": batch, "uniform_search": tried, "uniform": uniform, "adaptive": adaptive, "goal_speedup": 2.0}
+    if uniform is None:
+        print(f"  {name}: no uniform rule up to {max_uniform} steps meets the bound on every input", flush=True)
+    else:
+        out["speedup"] = uniform["seconds"] / adaptive["seconds"]
+        out["meets_goal"] = bool(out["speedup"] >= 2.0)
+        print(f"  {name}: uniform {uniform['steps']} steps {uniform['seconds']:.3f} s ({uniform['gradients']} "
+              f"gradients) vs adaptive {adaptive['seconds']:.3f} s ({adaptive['gradients']} gradients, median "
+              f"{adaptive['gradients_median']:.0f}, max {adaptive['gradients_max']} per input): "
+              f"{out['speedup']:.2f}x (goal >= 2x)", flush=True)
+    return out
+
+
+def bench_adaptive_ig(args, on_gpu: bool) -> list[dict]:
+    """Error-controlled IG on --n (at most 1,000) test inputs of the trained MNIST-1D model and on
+    16 images of a VGG (random weights; 224 px on GPU, --adaptive-vgg-size px on CPU)."""
+    model, params, data = _trained_mnist1d(args)
+    n = min(args.n, len(data.x_test))
+    xs, ts = jnp.asarray(data.x_test[:n]), jnp.asarray(data.y_test[:n])
+    rows = [adaptive_vs_uniform("MNIST-1D trained study CNN", xj.model_fn(model, params), xs, ts, batch=64,
+                                repeats=args.repeats)]
+    if not args.skip_vgg:
+        size = 224 if on_gpu else args.adaptive_vgg_size
+        vgg = vgg7("study")
+        vparams = vgg.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]
+        rng = np.random.default_rng(0)
+        images = jnp.asarray(rng.uniform(size=(16, size, size, 3)), jnp.float32)
+        fv = xj.model_fn(vgg, vparams)
+        labels = jnp.argmax(jax.vmap(fv)(images), 1)
+        rows.append(adaptive_vs_uniform(f"VGG {size} px (random weights), 16 images", fv, images, labels,
+                                        batch=16 if on_gpu else 4, repeats=max(1, args.repeats - 1),
+                                        chunk=32))
+    return rows
+
+
+def bench_attribute_overhead(args, on_gpu: bool) -> list[dict]:
+    """attribute(..., to_numpy=False) at its default batch size against one bare jit(vmap(method))
+    call over the same device-resident inputs (goal on GPU: <= 1.2x), and attribute with NumPy
+    results. MNIST-1D: 20,000 inputs on GPU (--n on CPU); VGG: 64 images at 224 px on GPU
+    (--vgg-batch at 64 px on CPU)."""
+    model = mnist1d_cnn("study")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]
+    data = load_mnist1d(cache_dir=args.data_dir)
+    n = 20000 if on_gpu else args.n
+    reps = -(-n // len(data.y_test))
+    cases = [("MNIST-1D", model, params, jnp.asarray(np.tile(data.x_test, (reps, 1, 1))[:n]),
+              jnp.asarray(np.tile(data.y_test, reps)[:n]))]
+    if not args.skip_vgg:
+        size, b = (224, 64) if on_gpu else (64, args.vgg_batch or 8)
+        vgg = vgg7("study")
+        vparams = vgg.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]
+        rng = np.random.default_rng(0)
+        cases.append((f"VGG {size} px", vgg, vparams, jnp.asarray(rng.uniform(size=(b, size, size, 3)), jnp.float32),
+                      jnp.asarray(rng.integers(0, 8, b), jnp.int32)))
+    rows = []
+    for label, m, p, xs, ts in cases:
+        f = xj.model_fn(m, p)
+        ig = xj.integrated_gradients(f, steps=64, rule="gauss_legendre")
+        for mname, method in [("Grad-CAM", xj.grad_cam(m, p)), ("IG 64 Gauss-Legendre steps", ig)]:
+            bare = jax.jit(jax.vmap(method))
+            t_bare = _best_of(lambda: bare(xs, ts), args.repeats)
+            t_dev = _best_of(lambda: xj.attribute(method, xs, ts, to_numpy=False, progress=False), args.repeats)
+            t_np = _best_of(lambda: xj.attribute(method, xs, ts, progress=False), args.repeats)
+            r = {"name": f"{label} {mname}, {len(xs)} inputs: attribute vs bare jit(vmap)", "bare_s": t_bare,
+                 "attribute_device_s": t_dev, "attribute_numpy_s": t_np, "ratio_device": t_dev / t_bare,
+                 "ratio_numpy": t_np / t_bare, "goal_ratio_device": 1.2}
+            rows.append(r)
+            print(f"  {r['name']}: bare {t_bare * 1e3:.1f} ms, attribute(to_numpy=False) {t_dev * 1e3:.1f} ms "
+                  f"({r['ratio_device']:.2f}x), attribute -> NumPy {t_np * 1e3:.1f} ms ({r['ratio_numpy']:.2f}x)",
+                  flush=True)
+    return rows
+
+
+def bench_captum(args, on_gpu: bool) -> list[dict]:
+    """Side by side with Captum 0.9 on the same weights (transplanted to PyTorch by
+    experiments/peers/transplant.py), when torch and captum are installed: IG with 64
+    Gauss-Legendre steps on MNIST-1D (20,000 inputs on GPU, --n on CPU) and on the VGG
+    (64 images at 224 px on GPU; --vgg-batch at 64 px on CPU), Grad-CAM on the VGG. Ours
+    through attribute() with NumPy results; Captum's times include .cpu()."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "captum") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"  Captum rows skipped: {', '.join(missing)} not installed (pip install -e '.[peers]')", flush=True)
+        return []
+    import torch
+    from captum.attr import IntegratedGradients, LayerGradCam
+    from peers import transplant
+
+    dev = "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # torch's default speed mode
+
+    def torch_best(fn):
+        fn()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            fn()
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    data = load_mnist1d(cache_dir=args.data_dir)
+    n = 20000 if on_gpu else args.n
+    reps = -(-n // len(data.y_test))
+    xs = np.tile(data.x_test, (reps, 1, 1))[:n].astype(np.float32)
+    ts = np.tile(data.y_test, reps)[:n].astype(np.int32)
+    model = mnist1d_cnn("study")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]
+    cases = [("MNIST-1D", model, params, xs, ts, 20000 if on_gpu else 2000)]
+    if not args.skip_vgg:
+        size, b = (224, 64) if on_gpu else (64, args.vgg_batch or 4)
+        vgg = vgg7("study")
+        vparams = vgg.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]
+        rng = np.random.default_rng(0)
+        cases.append((f"VGG {size} px", vgg, vparams, rng.uniform(size=(b, size, size, 3)).astype(np.float32),
+                      rng.integers(0, 8, b).astype(np.int32), 64 * 4 if on_gpu else 64))
+    rows = []
+    for label, m, p, x, t, internal in cases:
+        twin = transplant.from_flax(m, p).to(dev)
+        x_t = torch.as_tensor(transplant.to_channels_first(x)).to(dev)
+        t_t = torch.as_tensor(t.astype(np.int64)).to(dev)
+        f = xj.model_fn(m, p)
+        jobs = [("IG 64 Gauss-Legendre steps", xj.integrated_gradients(f, steps=64, rule="gauss_legendre"),
+                 lambda: IntegratedGradients(twin).attribute(x_t, target=t_t, n_steps=64, method="gausslegendre",
+                                                             internal_batch_size=internal).cpu())]
+        if label.startswith("VGG"):
+            last = [name for name, _ in transplant.weight_layers(twin)][-2]
+            jobs.append(("Grad-CAM", xj.grad_cam(m, p),
+                         lambda: LayerGradCam(twin, getattr(twin, last)).attribute(x_t, target=t_t).cpu()))
+        for name, ours, theirs in jobs:
+            mine = _best_of(lambda: xj.attribute(ours, x, t, progress=False), args.repeats)
+            peer = torch_best(theirs)
+            r = {"name": f"{label} {name}, {len(x)} inputs", "ours_s": mine, "captum_s": peer,
+                 "speedup_vs_captum": peer / mine, "torch_device": dev}
+            rows.append(r)
+            print(f"  {r['name']}: xai_jax {mine:.3f} s, Captum {peer:.3f} s: {r['speedup_vs_captum']:.2f}x",
+                  flush=True)
+    return rows
+
+
 def bench_devices(args) -> list[dict]:
     from xai_jax.distributed import data_mesh
 
@@ -255,6 +463,14 @@ def main():
     rows = bench_mnist1d(args)
     if not args.skip_vgg:
         rows += bench_vgg(args, on_gpu)
+    print("attribute vs bare jit(vmap), device-resident inputs", flush=True)
+    overhead = bench_attribute_overhead(args, on_gpu)
+    print("vs Captum (same weights, transplanted)", flush=True)
+    captum = bench_captum(args, on_gpu)
+    adaptive = []
+    if not args.skip_adaptive:
+        print("error-controlled IG vs the cheapest uniform trapezoid rule meeting the same tolerance", flush=True)
+        adaptive = bench_adaptive_ig(args, on_gpu)
     scaling = bench_devices(args) if args.devices else []
     metric_rows = bench_metrics(args)
     header = ["benchmark", "items/s", "ratio to floor", "compile s", "temp MiB"]
@@ -275,6 +491,26 @@ def main():
     unchunked = next(r for n, r in ig.items() if n.startswith("MNIST-1D IG") and "chunk" not in n)
     chunked = next(r for n, r in ig.items() if n.startswith("MNIST-1D IG") and "chunk" in n)
     md += (f"\nMNIST-1D chunked / unchunked IG time: {chunked['seconds'] / unchunked['seconds']:.3f}\n")
+    md += "\n" + markdown_table(
+        ["attribute vs bare jit(vmap)", "bare ms", "to_numpy=False ms", "ratio (goal <= 1.2 on GPU)", "NumPy ms",
+         "ratio"],
+        [[r["name"], f"{r['bare_s'] * 1e3:.1f}", f"{r['attribute_device_s'] * 1e3:.1f}", f"{r['ratio_device']:.2f}",
+          f"{r['attribute_numpy_s'] * 1e3:.1f}", f"{r['ratio_numpy']:.2f}"] for r in overhead])
+    if captum:
+        md += "\n" + markdown_table(["vs Captum", "xai_jax s", "Captum s", "speed-up"],
+                                    [[r["name"], f"{r['ours_s']:.3f}", f"{r['captum_s']:.3f}",
+                                      f"{r['speedup_vs_captum']:.2f}x"] for r in captum])
+    else:
+        md += "\nCaptum rows: not run (torch / captum not installed).\n"
+    if adaptive:
+        md += "\n" + markdown_table(
+            ["error-controlled IG", "uniform steps", "uniform s", "adaptive s", "adaptive gradients (median / max)",
+             "speed-up (goal >= 2)"],
+            [[r["name"], str(r["uniform"]["steps"]) if r["uniform"] else "none <= 4096",
+              f"{r['uniform']['seconds']:.3f}" if r["uniform"] else "", f"{r['adaptive']['seconds']:.3f}",
+              f"{r['adaptive']['gradients']} ({r['adaptive']['gradients_median']:.0f} / "
+              f"{r['adaptive']['gradients_max']})", f"{r['speedup']:.2f}x" if "speedup" in r else ""]
+             for r in adaptive])
     if metric_rows:
         md += "\n" + metrics_table(metric_rows)
     print(md)
@@ -282,7 +518,8 @@ def main():
     tag = device.platform + (f"_{args.devices}dev" if args.devices else "")
     write_json(args.out / f"benchmark_{tag}.json", {"device": str(device.device_kind), "platform": device.platform,
                                                     "jax": jax.__version__, "rows": rows, "scaling": scaling,
-                                                    "metrics": metric_rows})
+                                                    "metrics": metric_rows, "attribute_overhead": overhead,
+                                                    "adaptive_ig": adaptive, "captum": captum})
     (args.out / f"benchmark_{tag}.md").write_text(f"Device: {device.device_kind}\n\n" + md)
 
 

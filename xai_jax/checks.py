@@ -11,6 +11,9 @@ This module sits below every other one (data, models, train, attribution, metric
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import math
 from typing import Any
 
@@ -232,3 +235,36 @@ def check_callable(f: Any, name: str = "f", what: str = "a function x -> class s
     if not callable(f):
         raise TypeError(f"{name} must be {what}, got {type(f).__name__}")
     return f
+
+
+PRECISIONS = ("default", "high", "highest")
+
+
+def check_precision(precision, name: str = "precision") -> str | None:
+    """None (JAX's default) or one of PRECISIONS, for jax.default_matmul_precision."""
+    if precision is not None:
+        check_choice(precision, name, PRECISIONS)
+    return precision
+
+
+def precision_scope(precision: str | None):
+    """jax.default_matmul_precision(precision), or no change for None (JAX's default).
+
+    The precision is fixed when an operation is traced (lax.dot_general and
+    conv_general_dilated read the setting at bind time), so a method traced inside this
+    scope keeps it under the caller's jit, vmap and grad."""
+    check_precision(precision)
+    return jax.default_matmul_precision(precision) if precision else contextlib.nullcontext()
+
+
+def at_precision(fn):
+    """Decorator: runs fn(..., precision=p) entirely under precision_scope(p), its shape
+    probes of the model included (p defaults to the signature's default)."""
+    default = inspect.signature(fn).parameters["precision"].default
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with precision_scope(kwargs.get("precision", default)):
+            return fn(*args, **kwargs)
+
+    return wrapper

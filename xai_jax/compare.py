@@ -29,7 +29,7 @@ from xai_jax.attribution import (
 )
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.perturbation import occlusion, rise
-from xai_jax.batches import run_in_batches
+from xai_jax.batching import run_in_batches
 from xai_jax.checks import check_batch, check_callable, check_int, num_outputs
 from xai_jax.metrics import (
     bootstrap_ci,

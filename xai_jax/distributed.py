@@ -6,7 +6,8 @@
   multiple of the device count and the last batch is padded, so any N works.
 - Training: `fit(..., mesh=data_mesh())` jits the step with the batch constrained to be
   sharded along "data" and the parameters / optimiser state replicated; XLA inserts the
-  gradient all-reduce. The batch size must be a multiple of the device count.
+  gradient all-reduce. The batch size must be a multiple of the device count. (The step
+  lives in xai_jax.train.make_step; this module imports nothing from train.)
 - Metrics: `sharded_vmap(fn, mesh)` turns a per-input function into a sharded batched one.
 
 On one CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=8` (set before importing
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 
@@ -61,30 +62,3 @@ def sharded_vmap(fn: Callable, mesh: Mesh, n_args: int) -> Callable:
     """jit(shard_map(vmap(fn))) for a per-input fn of n_args batched arguments."""
     return jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=(P("data"),) * n_args,
                                  out_specs=P("data"), check_vma=False))
-
-
-def shard_batch_arrays(mesh: Mesh, state, x, y):
-    """Places the train state and the (small) training arrays replicated on the mesh."""
-    replicated = NamedSharding(mesh, P())
-    return jax.device_put(state, replicated), jax.device_put(x, replicated), jax.device_put(y, replicated)
-
-
-def data_parallel_step(cfg, num_classes: int, augment, mesh: Mesh) -> Callable:
-    """The train step of xai_jax.train.make_step, data-parallel over the mesh's "data" axis."""
-    from xai_jax.train import train_step
-
-    devices = mesh.devices.size
-    if cfg.batch_size % devices:
-        raise ValueError(f"cfg.batch_size {cfg.batch_size} must be a multiple of the {devices} devices")
-    batch_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
-
-    def step(state, x_all, y_all, perm, pos, aug_key):
-        idx = jax.lax.dynamic_slice_in_dim(perm, pos * cfg.batch_size, cfg.batch_size)
-        x = jax.lax.with_sharding_constraint(x_all[idx], batch_sharding)
-        y = jax.lax.with_sharding_constraint(y_all[idx], batch_sharding)
-        if augment is not None:
-            x = augment(jax.random.fold_in(aug_key, state.step), x)
-        return train_step(state, x, y, num_classes=num_classes, label_smoothing=cfg.label_smoothing)
-
-    return jax.jit(step, out_shardings=(replicated, replicated))

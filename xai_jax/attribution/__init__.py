@@ -1,4 +1,3 @@
-from xai_jax.attribution.batching import attribute
 from xai_jax.attribution.common import list_layers, model_fn, spatial_map
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.grad_cam import grad_cam, grad_cam_plus_plus
@@ -10,6 +9,7 @@ from xai_jax.attribution.integrated_gradients import (
     quadrature,
 )
 from xai_jax.attribution.perturbation import occlusion, rise
+from xai_jax.batching import attribute
 
 __all__ = [
     "RULES", "attribute", "completeness_delta", "grad_cam", "grad_cam_plus_plus",

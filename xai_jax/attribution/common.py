@@ -22,10 +22,12 @@ from xai_jax.checks import (  # noqa: F401  (re-exported for the method modules)
     check_float,
     check_key,
     check_positive_int,
+    check_precision,
     check_target,
     check_x,
     is_concrete,
     num_outputs,
+    precision_scope,
 )
 
 ScoreFn = Callable[[jax.Array], jax.Array]
@@ -57,7 +59,7 @@ def output_size(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
 
 
 def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False, name: str | None = None,
-                       reports_scores: bool = False) -> Callable:
+                       reports_scores: bool = False, precision: str | None = None) -> Callable:
     """Wraps fn(x, target[, key]) -> map(s) into a public method with the boundary checks.
 
     The returned method(x, target[, key]):
@@ -68,13 +70,21 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
       and silently explain another class) or the model's scores f(x) are not finite (a
       broken model, or an input that overflows it); called eagerly, it raises instead;
     - carries `model_fn` (the f it explains, or None) and `keyed`, which
-      `xai_jax.attribute` reads to range-check targets and to pass keys.
+      `xai_jax.attribute` reads to range-check targets and to pass keys;
+    - traces fn and its checks under jax.default_matmul_precision(precision) (None: JAX's
+      default, i.e. TF32-class speed on GPUs); the precision is fixed at trace time, so it
+      holds under the caller's jit, vmap and grad. The method carries it as `precision`.
     """
     if f is not None:
         check_callable(f, "f")
+    check_precision(precision)
     sizes: dict = {}
 
     def method(x, target, *rest):
+        with precision_scope(precision):
+            return checked(x, target, *rest)
+
+    def checked(x, target, *rest):
         x = check_x(x)
         n_classes = None
         if f is not None:
@@ -108,6 +118,7 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
     method.__doc__ = fn.__doc__
     method.model_fn = f
     method.keyed = keyed
+    method.precision = precision
     return method
 
 

@@ -55,7 +55,8 @@ def _channel_masks(a: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
 
 
 def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score: str = "softmax",
-              baseline: float = 0.0, relu: bool = True, chunk_size: int | None = None):
+              baseline: float = 0.0, relu: bool = True, chunk_size: int | None = None,
+              precision: str | None = None):
     """Returns cam(x, target) -> map with x's spatial shape (grad_cam's call shape)."""
     s = score_transform(score)
     baseline = check_float(baseline, "baseline")
@@ -76,7 +77,7 @@ def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score:
             m = jax.nn.relu(m)
         return upsample(m, x.shape[:-1])
 
-    return explanation_method(cam, f, name="score_cam")
+    return explanation_method(cam, f, name="score_cam", precision=precision)
 
 
 def otsu_threshold(v: jax.Array, bins: int = 256) -> jax.Array:
@@ -95,7 +96,7 @@ def otsu_threshold(v: jax.Array, bins: int = 256) -> jax.Array:
 
 
 def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, threshold: float = 0.0,
-         score: str = "softmax", chunk_size: int | None = None):
+         score: str = "softmax", chunk_size: int | None = None, precision: str | None = None):
     """Returns sise_fn(x, target) -> map in [0, 1] with x's spatial shape.
 
     layers: layer paths, low to high; None: the last convolution at each resolution.
@@ -131,6 +132,6 @@ def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, 
                 fused = minmax((minmax(fused) + v) * gate)
         return fused
 
-    return explanation_method(sise_fn, f, name="sise")
+    return explanation_method(sise_fn, f, name="sise", precision=precision)
 
 

@@ -55,7 +55,7 @@ def layer_gradient(model: nn.Module, params: Any, layer: str | None, score: str 
     return f, fn
 
 
-def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str, name: str):
+def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str, name: str, precision: str | None):
     f, grads = layer_gradient(model, params, layer, score)
 
     def cam(x, target):
@@ -66,7 +66,7 @@ def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str, nam
             m = jax.nn.relu(m)
         return upsample(m, x.shape[:-1]), finite
 
-    return explanation_method(cam, f, name=name, reports_scores=True)
+    return explanation_method(cam, f, name=name, reports_scores=True, precision=precision)
 
 
 def _grad_cam_weights(a, g, axes):
@@ -81,18 +81,21 @@ def _grad_cam_pp_weights(a, g, axes):
 
 
 def grad_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True,
-             score: str = "logit") -> Callable[[jax.Array, jax.Array], jax.Array]:
+             score: str = "logit", precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns cam(x, target) -> heatmap with x's spatial shape (x.shape[:-1]).
 
     model: a linen module applied as model.apply({"params": params}, x_batched) -> logits.
     layer: a submodule path such as "conv1d_2" or "block/Conv_0"; None picks the last
       convolution. relu: apply the final ReLU (False keeps negative evidence).
     score: "logit" (default), "softmax" (the study) or "log_softmax".
+    precision: None (JAX's default) or "default" / "high" / "highest", applied with
+      jax.default_matmul_precision while the method is traced (see explanation_method).
     """
-    return _cam(_grad_cam_weights, model, params, layer, relu, score, "grad_cam")
+    return _cam(_grad_cam_weights, model, params, layer, relu, score, "grad_cam", precision)
 
 
 def grad_cam_plus_plus(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True,
-                       score: str = "logit") -> Callable[[jax.Array, jax.Array], jax.Array]:
+                       score: str = "logit",
+                       precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Grad-CAM++ with grad_cam's call shape."""
-    return _cam(_grad_cam_pp_weights, model, params, layer, relu, score, "grad_cam_plus_plus")
+    return _cam(_grad_cam_pp_weights, model, params, layer, relu, score, "grad_cam_plus_plus", precision)

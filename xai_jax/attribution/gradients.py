@@ -27,7 +27,7 @@ from xai_jax.checks import check_optional_int
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def saliency(f: Callable[[jax.Array], jax.Array], *, score: str = "logit") -> Method:
+def saliency(f: Callable[[jax.Array], jax.Array], *, score: str = "logit", precision: str | None = None) -> Method:
     """Returns grad(x, target) -> dF_target/dx shaped like x."""
     check_callable(f, "f")
     s = score_transform(score)
@@ -36,10 +36,11 @@ def saliency(f: Callable[[jax.Array], jax.Array], *, score: str = "logit") -> Me
         g, logits = jax.grad(lambda z: (s(out := f(z))[target], out), has_aux=True)(x)
         return g, jnp.isfinite(logits).all()
 
-    return explanation_method(saliency_map, f, name="saliency", reports_scores=True)
+    return explanation_method(saliency_map, f, name="saliency", reports_scores=True, precision=precision)
 
 
-def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit") -> Method:
+def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit",
+                     precision: str | None = None) -> Method:
     """Returns gxi(x, target) -> x * dF_target/dx."""
     check_callable(f, "f")
     s = score_transform(score)
@@ -48,7 +49,8 @@ def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit
         g, logits = jax.grad(lambda z: (s(out := f(z))[target], out), has_aux=True)(x)
         return x * g, jnp.isfinite(logits).all()
 
-    return explanation_method(gxi, f, name="gradient_x_input", reports_scores=True)
+    return explanation_method(gxi, f, name="gradient_x_input", reports_scores=True,
+                              precision=precision)
 
 
 def smoothgrad(
@@ -58,6 +60,7 @@ def smoothgrad(
     sigma: float = 0.15,
     f: Callable[[jax.Array], jax.Array] | None = None,
     chunk_size: int | None = None,
+    precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """Returns sg(x, target, key) -> mean of method(x + noise, target) over n_samples.
 
@@ -89,4 +92,5 @@ def smoothgrad(
             return jax.vmap(one)(noise).mean(0)
         return jax.lax.map(one, noise, batch_size=chunk_size).mean(0)
 
-    return explanation_method(sg, getattr(method, "model_fn", None), keyed=True, name="smoothgrad")
+    return explanation_method(sg, getattr(method, "model_fn", None), keyed=True, name="smoothgrad",
+                              precision=precision)

@@ -60,6 +60,7 @@ def rise(
     chunk_size: int = 250,
     score: str = "softmax",
     fill: float = 0.0,
+    precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """Returns rise_fn(x, target, key) -> saliency with x's spatial shape.
 
@@ -91,7 +92,7 @@ def rise(
         total, _ = jax.lax.scan(body, jnp.zeros(spatial, x.dtype), jnp.arange(n_chunks))
         return total / (n_masks * p)
 
-    return explanation_method(rise_fn, f, keyed=True, name="rise")
+    return explanation_method(rise_fn, f, keyed=True, name="rise", precision=precision)
 
 
 def occlusion(
@@ -102,6 +103,7 @@ def occlusion(
     baseline: float = 0.0,
     score: str = "logit",
     chunk_size: int | None = None,
+    precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns occ(x, target) -> map with x's spatial shape: mean score drop of the windows
     covering each position (positions no window covers get 0).
@@ -153,4 +155,4 @@ def occlusion(
         total = jnp.tensordot(drops, covers_j, axes=1)
         return jnp.where(count > 0, total / np.maximum(count, 1), 0.0)
 
-    return explanation_method(occ, f, name="occlusion")
+    return explanation_method(occ, f, name="occlusion", precision=precision)

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.batching import attribute
 from xai_jax.attribution.common import score_transform
 from xai_jax.attribution.integrated_gradients import integrated_gradients, resolve_baseline
+from xai_jax.batching import attribute
 from xai_jax.checks import check_batch, check_int, check_targets, num_outputs
 
 

@@ -7,7 +7,6 @@ evaluated in one vmapped, jitted call per batch of inputs.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import jax
@@ -15,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import score_transform
-from xai_jax.batches import program_cache, run_in_batches
+from xai_jax.batching import program_cache, run_in_batches
 from xai_jax.checks import (
+    at_precision,
     check_array,
     check_batch,
     check_callable,
@@ -26,9 +26,11 @@ from xai_jax.checks import (
     check_int,
     check_key,
     check_mesh,
+    check_precision,
     check_targets,
     is_concrete,
     num_outputs,
+    precision_scope,
 )
 from xai_jax.metrics.ties import (
     ambiguous_topk,
@@ -37,14 +39,6 @@ from xai_jax.metrics.ties import (
     tie_broken_ranks,
     topk_keep_masks,
 )
-
-PRECISIONS = ("default", "high", "highest")
-
-
-def check_precision(precision) -> None:
-    """None (JAX's default) or one of PRECISIONS, for jax.default_matmul_precision."""
-    if precision is not None:
-        check_choice(precision, "precision", PRECISIONS)
 
 PREDICTED = -1  # internal marker for "the predicted class" (targets=None); never accepted from callers
 
@@ -138,12 +132,6 @@ def _split_run(run_plain: Callable, run_tied: Callable, tied: np.ndarray, arrays
     return outs
 
 
-def precision_scope(precision: str | None):
-    """jax.default_matmul_precision(precision), or no change for None (JAX's default)."""
-    check_precision(precision)
-    return jax.default_matmul_precision(precision) if precision else contextlib.nullcontext()
-
-
 def _key_data(key, n: int) -> np.ndarray:
     """(n, ...) raw key data of `key` (default jax.random.key(0)) for per-input fold_in."""
     key = jax.random.key(0) if key is None else check_key(key)
@@ -183,6 +171,7 @@ def complement_log_odds(logits: jax.Array, c: jax.Array) -> jax.Array:
 CONVENTIONS = ("precise", "study")
 
 
+@at_precision
 def drop_increase(
     f: Callable[[jax.Array], jax.Array],
     xs,
@@ -328,6 +317,7 @@ def gaussian_blur(x: jax.Array, sigma: float, kind: str = "gaussian", taps: int 
     return x
 
 
+@at_precision
 def deletion_insertion(
     f: Callable[[jax.Array], jax.Array],
     xs,

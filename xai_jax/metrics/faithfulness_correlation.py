@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import score_transform
-from xai_jax.batches import run_in_batches
+from xai_jax.batching import run_in_batches
 from xai_jax.checks import (
+    at_precision,
     check_batch,
     check_finite_maps,
     check_float,
@@ -23,8 +24,8 @@ from xai_jax.checks import (
     check_key,
     check_targets,
     num_outputs,
+    precision_scope,
 )
-from xai_jax.metrics.faithfulness import precision_scope
 from xai_jax.metrics.randomisation import pearson_row
 from xai_jax.metrics.robustness import cached_runner
 
@@ -41,6 +42,7 @@ def _fill_value(fill) -> Callable[[jax.Array], jax.Array]:
     return lambda x: jnp.asarray(value, x.dtype)
 
 
+@at_precision
 def faithfulness_correlation(
     f: Callable[[jax.Array], jax.Array],
     xs,

@@ -44,9 +44,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import score_transform
-from xai_jax.batches import program_cache, run_in_batches
-from xai_jax.checks import check_choice, check_float, check_int, check_key, check_optional_int, is_concrete
-from xai_jax.metrics.faithfulness import _check_scores, _prepare, check_precision, precision_scope
+from xai_jax.batching import program_cache, run_in_batches
+from xai_jax.checks import (
+    at_precision,
+    check_choice,
+    check_float,
+    check_int,
+    check_key,
+    check_optional_int,
+    check_precision,
+    is_concrete,
+    precision_scope,
+)
+from xai_jax.metrics.faithfulness import _check_scores, _prepare
 from xai_jax.metrics.ties import ambiguous_topk, index_ranks, tie_broken_ranks
 
 # ---------------------------------------------------------------------------------------
@@ -158,6 +168,7 @@ def _spatial(xs: np.ndarray, who: str) -> tuple[int, ...]:
 # pixel flipping
 
 
+@at_precision
 def pixel_flipping(
     f: Callable[[jax.Array], jax.Array],
     xs,
@@ -242,6 +253,7 @@ def patch_index(spatial: tuple[int, ...], patch_size: int) -> tuple[np.ndarray, 
 ORDERS = ("morf", "lerf")
 
 
+@at_precision
 def region_perturbation(
     f: Callable[[jax.Array], jax.Array],
     xs,
@@ -470,6 +482,7 @@ def noisy_linear_imputation(x, removed, *, noise: float = 0.01, key=None,
     return imputed + noise * removed[..., None] * jax.random.normal(key, x.shape, x.dtype), residual
 
 
+@at_precision
 def road(
     f: Callable[[jax.Array], jax.Array],
     xs,

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import model_fn
-from xai_jax.batches import program_cache, run_in_batches
+from xai_jax.batching import program_cache, run_in_batches
 from xai_jax.checks import (
     check_batch,
     check_choice,
@@ -38,6 +38,7 @@ from xai_jax.checks import (
     check_key,
     check_targets,
     num_outputs,
+    precision_scope,
 )
 
 SIMILARITIES = ("spearman", "pearson", "ssim")
@@ -314,6 +315,7 @@ def mprt(
     method_key: jax.Array | None = None,
     batch_size: int = 100,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    precision: str | None = "highest",
 ) -> dict[str, Any]:
     """Model Parameter Randomisation Test (Adebayo et al. 2018), as Quantus 0.6 `MPRT`.
 
@@ -335,11 +337,14 @@ def mprt(
     divides a whole batch by its largest value, so a score depends on the other inputs;
     only SSIM sees the difference, the correlations are scale invariant), and a constant map
     has a defined similarity (see map_similarity; Quantus/scipy return NaN).
+    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
+    "highest", the default, keeps TF32 out on GPUs).
     """
-    check_choice(order, "order", ORDERS)
-    absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
-    metric = _ModelMetric("mprt", make_method, model, params, xs, targets, key, method_key, batch_size, reduce)
-    return _layerwise(metric, order, similarity, absolute, "max" if normalise else None)
+    with precision_scope(precision):
+        check_choice(order, "order", ORDERS)
+        absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
+        metric = _ModelMetric("mprt", make_method, model, params, xs, targets, key, method_key, batch_size, reduce)
+        return _layerwise(metric, order, similarity, absolute, "max" if normalise else None)
 
 
 def smooth_mprt(
@@ -359,6 +364,7 @@ def smooth_mprt(
     method_key: jax.Array | None = None,
     batch_size: int = 10,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    precision: str | None = "highest",
 ) -> dict[str, Any]:
     """Smooth MPRT (Hedström et al. 2023, "Sanity Checks Revisited"), as Quantus `SmoothMPRT`.
 
@@ -373,14 +379,17 @@ def smooth_mprt(
     NumPy's global state each time; common noise removes that variance from the
     comparison). A batch evaluates batch_size * n_noisy explanations. Returns what `mprt`
     returns; its other arguments and deviations are those of `mprt`.
+    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
+    "highest", the default, keeps TF32 out on GPUs).
     """
-    check_choice(order, "order", ORDERS)
-    magnitude = check_float(noise_magnitude, "noise_magnitude", low=0.0)
-    n_noisy = check_int(n_noisy, "n_noisy", 1)
-    absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
-    metric = _ModelMetric("smooth_mprt", make_method, model, params, xs, targets, key, method_key, batch_size,
-                          reduce, smooth=(magnitude, n_noisy))
-    return _layerwise(metric, order, similarity, absolute, "second_moment" if normalise else None)
+    with precision_scope(precision):
+        check_choice(order, "order", ORDERS)
+        magnitude = check_float(noise_magnitude, "noise_magnitude", low=0.0)
+        n_noisy = check_int(n_noisy, "n_noisy", 1)
+        absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
+        metric = _ModelMetric("smooth_mprt", make_method, model, params, xs, targets, key, method_key, batch_size,
+                              reduce, smooth=(magnitude, n_noisy))
+        return _layerwise(metric, order, similarity, absolute, "second_moment" if normalise else None)
 
 
 def histogram_entropy_row(v: jax.Array, n_bins: int) -> jax.Array:
@@ -416,6 +425,7 @@ def efficient_mprt(
     method_key: jax.Array | None = None,
     batch_size: int = 100,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    precision: str | None = "highest",
 ) -> dict[str, Any]:
     """Efficient MPRT (Hedström et al. 2023, "Sanity Checks Revisited"), as Quantus `EfficientMPRT`.
 
@@ -432,28 +442,31 @@ def efficient_mprt(
     "mean": float}. The ratio is undefined where H(e(x)) = 0 (a constant original map):
     such scores are NaN, "mean" averages the others, and a warning names the inputs
     (Quantus divides by zero).
+    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
+    "highest", the default, keeps TF32 out on GPUs).
     """
-    n_bins = check_int(n_bins, "n_bins", 1)
-    absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
-    metric = _ModelMetric("efficient_mprt", make_method, model, params, xs, targets, key, method_key, batch_size,
-                          reduce)
+    with precision_scope(precision):
+        n_bins = check_int(n_bins, "n_bins", 1)
+        absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
+        metric = _ModelMetric("efficient_mprt", make_method, model, params, xs, targets, key, method_key, batch_size,
+                              reduce)
 
-    entropies = _entropy_program(n_bins)
+        entropies = _entropy_program(n_bins)
 
-    def complexity(p):
-        maps = _normalised(metric.maps(p), "second_moment" if normalise else None)
-        maps = np.abs(maps) if absolute else maps
-        flat = np.ascontiguousarray(maps.reshape(len(maps), -1), np.float32)
-        return run_in_batches(entropies, (flat,), min(metric.batch_size, len(flat)))
+        def complexity(p):
+            maps = _normalised(metric.maps(p), "second_moment" if normalise else None)
+            maps = np.abs(maps) if absolute else maps
+            flat = np.ascontiguousarray(maps.reshape(len(maps), -1), np.float32)
+            return run_in_batches(entropies, (flat,), min(metric.batch_size, len(flat)))
 
-    h_orig, h_rand = complexity(params), complexity(dict(metric.fresh))
-    defined = h_orig > 0
-    score = np.where(defined, (h_rand - h_orig) / np.where(defined, h_orig, 1.0), np.nan)
-    if not defined.all():
-        warnings.warn(f"efficient_mprt: the original maps of inputs {np.flatnonzero(~defined)[:5].tolist()} are "
-                      f"constant (entropy 0), so their relative rise is undefined (NaN)", stacklevel=2)
-    mean = float(score[defined].mean()) if defined.any() else float("nan")
-    return {"score": score, "complexity_original": h_orig, "complexity_randomised": h_rand, "mean": mean}
+        h_orig, h_rand = complexity(params), complexity(dict(metric.fresh))
+        defined = h_orig > 0
+        score = np.where(defined, (h_rand - h_orig) / np.where(defined, h_orig, 1.0), np.nan)
+        if not defined.all():
+            warnings.warn(f"efficient_mprt: the original maps of inputs {np.flatnonzero(~defined)[:5].tolist()} are "
+                          f"constant (entropy 0), so their relative rise is undefined (NaN)", stacklevel=2)
+        mean = float(score[defined].mean()) if defined.any() else float("nan")
+        return {"score": score, "complexity_original": h_orig, "complexity_randomised": h_rand, "mean": mean}
 
 
 # ----------------------------------------------------------------------------- random logit
@@ -495,6 +508,7 @@ def random_logit(
     method_key: jax.Array | None = None,
     batch_size: int = 100,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    precision: str | None = "highest",
 ) -> dict[str, Any]:
     """Random Logit test (Sixt et al. 2020, "When Explanations Lie"), as Quantus `RandomLogit`.
 
@@ -513,48 +527,51 @@ def random_logit(
 
     Returns {"similarity": (N,), "off_targets": (N,) the drawn classes, "mean": float}.
     Deviations: per-map normalisation and constant maps as in `mprt`.
+    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
+    "highest", the default, keeps TF32 out on GPUs).
     """
-    xs = np.asarray(check_batch(xs, "xs", who="random_logit"), np.float32)
-    n_out = num_outputs(f, xs.shape[1:])
-    if num_classes is None:
-        num_classes = n_out
-    num_classes = check_int(num_classes, "num_classes", 2)
-    if num_classes > n_out:
-        raise ValueError(f"num_classes={num_classes} exceeds the {n_out} classes of f")
-    key = check_key(key)
-    keyed = method_key is not None
-    mkey = check_key(method_key, "method_key") if keyed else jax.random.key(0)
-    batch_size = check_int(batch_size, "batch_size", 1)
-    absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
-    if reduce is not None and not callable(reduce):
-        raise TypeError(f"reduce must be a function maps -> maps or None, got {type(reduce).__name__}")
-    targets = _resolve_targets(f, xs, targets, n_out, batch_size)
-    if targets.max() >= num_classes:
-        raise ValueError(f"targets must lie in [0, num_classes={num_classes}) (the classes the off-target is "
-                         f"drawn from), got {int(targets.max())}")
-    method = _as_method(method_or_factory, f)
+    with precision_scope(precision):
+        xs = np.asarray(check_batch(xs, "xs", who="random_logit"), np.float32)
+        n_out = num_outputs(f, xs.shape[1:])
+        if num_classes is None:
+            num_classes = n_out
+        num_classes = check_int(num_classes, "num_classes", 2)
+        if num_classes > n_out:
+            raise ValueError(f"num_classes={num_classes} exceeds the {n_out} classes of f")
+        key = check_key(key)
+        keyed = method_key is not None
+        mkey = check_key(method_key, "method_key") if keyed else jax.random.key(0)
+        batch_size = check_int(batch_size, "batch_size", 1)
+        absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
+        if reduce is not None and not callable(reduce):
+            raise TypeError(f"reduce must be a function maps -> maps or None, got {type(reduce).__name__}")
+        targets = _resolve_targets(f, xs, targets, n_out, batch_size)
+        if targets.max() >= num_classes:
+            raise ValueError(f"targets must lie in [0, num_classes={num_classes}) (the classes the off-target is "
+                             f"drawn from), got {int(targets.max())}")
+        method = _as_method(method_or_factory, f)
 
-    def one(x, t, i):
-        k = jax.random.fold_in(mkey, i)
-        explain = (lambda c: method(x, c, k)) if keyed else (lambda c: method(x, c))
-        r = jax.random.randint(jax.random.fold_in(key, i), (), 0, num_classes - 1)
-        off = r + (r >= t)
-        return explain(t), explain(off), off
+        def one(x, t, i):
+            k = jax.random.fold_in(mkey, i)
+            explain = (lambda c: method(x, c, k)) if keyed else (lambda c: method(x, c))
+            r = jax.random.randint(jax.random.fold_in(key, i), (), 0, num_classes - 1)
+            off = r + (r >= t)
+            return explain(t), explain(off), off
 
-    # cached on f: the closure's constants (the method's source, classes, keys) are the tag
-    tag = ("random_logit", id(method_or_factory), keyed, num_classes, np.asarray(jax.random.key_data(key)).tobytes(),
-           np.asarray(jax.random.key_data(mkey)).tobytes())
-    cache = program_cache(f)
-    if tag not in cache:
-        cache[tag] = jax.jit(jax.vmap(one))
-    run = cache[tag]
-    original, other, off = run_in_batches(run, (xs, targets), min(batch_size, len(xs)), with_index=True)
-    n = len(xs)
+        # cached on f: the closure's constants (the method's source, classes, keys) are the tag
+        tag = ("random_logit", id(method_or_factory), keyed, num_classes,
+               np.asarray(jax.random.key_data(key)).tobytes(), np.asarray(jax.random.key_data(mkey)).tobytes())
+        cache = program_cache(f)
+        if tag not in cache:
+            cache[tag] = jax.jit(jax.vmap(one))
+        run = cache[tag]
+        original, other, off = run_in_batches(run, (xs, targets), min(batch_size, len(xs)), with_index=True)
+        n = len(xs)
 
-    def prepared(maps):
-        maps = _normalised(_checked_maps(maps, reduce, n, "random_logit"), "max" if normalise else None)
-        return np.abs(maps) if absolute else maps
+        def prepared(maps):
+            maps = _normalised(_checked_maps(maps, reduce, n, "random_logit"), "max" if normalise else None)
+            return np.abs(maps) if absolute else maps
 
-    a, b = prepared(original), prepared(other)
-    sims = _similarities(a, b, _check_similarity(similarity, int(np.prod(a.shape[1:]))), batch_size)
-    return {"similarity": sims, "off_targets": off.astype(np.int32), "mean": float(sims.mean())}
+        a, b = prepared(original), prepared(other)
+        sims = _similarities(a, b, _check_similarity(similarity, int(np.prod(a.shape[1:]))), batch_size)
+        return {"similarity": sims, "off_targets": off.astype(np.int32), "mean": float(sims.mean())}

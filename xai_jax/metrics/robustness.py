@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.batching import method_num_classes
 from xai_jax.attribution.common import score_transform
-from xai_jax.batches import program_cache, run_in_batches
+from xai_jax.batching import method_num_classes, program_cache, run_in_batches
 from xai_jax.checks import (
+    at_precision,
     check_batch,
     check_finite_maps,
     check_float,
@@ -31,8 +31,8 @@ from xai_jax.checks import (
     check_key,
     check_targets,
     num_outputs,
+    precision_scope,
 )
-from xai_jax.metrics.faithfulness import precision_scope
 
 PREDICTED = -1  # internal marker for targets=None; never accepted from callers
 
@@ -96,6 +96,7 @@ def _perturbation_kind(perturb_fn: Callable, x_shape: tuple[int, ...]) -> bool:
     return pair
 
 
+@at_precision
 def infidelity(
     f: Callable[[jax.Array], jax.Array],
     xs,
@@ -202,6 +203,7 @@ def _norm(norm: Any) -> Callable[[jax.Array], jax.Array]:
     return lambda v: (jnp.abs(v) ** p).sum() ** (1.0 / p)
 
 
+@at_precision
 def max_sensitivity(
     method: Callable,
     xs,

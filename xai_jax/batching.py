@@ -1,0 +1,280 @@
+"""Batching: the one loop every batched runner of the library shares, and `attribute`.
+
+`run_in_batches` runs a compiled function over the leading axis of its inputs in
+fixed-size batches, the last one padded (with copies of input 0, dropped afterwards), so
+that one compiled program serves every batch. Inputs may be NumPy arrays or `jax.Array`s:
+
+- a `jax.Array` (also one already sharded) stays on its device: batches are sliced there;
+- NumPy inputs are prefetched: the next batch is put on the device (asynchronously) before
+  the current one is dispatched, so the copy overlaps the computation (double buffering);
+- results come back as one NumPy pytree (`to_numpy=True`), or stay on the device as one
+  trimmed (N, ...) `jax.Array` per leaf (`to_numpy=False`).
+
+`attribute` builds on it: any method over many inputs, with the validation fused into the
+compiled call (one finiteness / range check per batch, reported once as a clear error).
+
+This module sits below models, train, attribution and metrics, so every layer can use it;
+it imports xai_jax.distributed only when a mesh is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from xai_jax.checks import check_array, check_batch, check_int, check_key, check_mesh, check_targets, num_outputs
+
+
+def program_cache(owner) -> dict:
+    """The dict of compiled programs kept on `owner` (a function or callable object) itself, so
+    that they live exactly as long as it does. (A module-level weak dict keyed on the owner
+    would never free it: each program's closure refers back to the owner.) An owner that takes
+    no attributes gets a fresh dict: no caching, nothing kept."""
+    try:
+        return vars(owner).setdefault("_xai_jax_programs", {})
+    except TypeError:  # no __dict__
+        return {}
+
+
+def _take(a, idx: np.ndarray, sharding):
+    """Rows idx of a, on the device: sliced there for a jax.Array, put there (async) for NumPy."""
+    if isinstance(a, jax.Array):
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        if hi <= a.shape[0] and hi - lo == len(idx):  # a full batch: a contiguous slice
+            rows = a[lo:hi]
+        else:  # the padded last batch
+            rows = jnp.take(a, jnp.asarray(np.where(idx < a.shape[0], idx, 0)), axis=0)
+        return rows if sharding is None else jax.device_put(rows, sharding)
+    rows = np.asarray(a)[np.where(idx < len(a), idx, 0)]
+    return jax.device_put(rows, sharding) if sharding is not None else jax.device_put(rows)
+
+
+def _batches(arrays, n: int, batch_size: int, with_index: bool, sharding):
+    """Device batches, one ahead of the consumer: batch k + 1 is transferred while batch k runs."""
+    def put(lo):
+        idx = np.arange(lo, lo + batch_size)
+        batch = [_take(a, idx, sharding) for a in arrays]
+        if with_index:
+            batch.append(jax.device_put(idx.astype(np.int32), sharding) if sharding is not None
+                         else jax.device_put(idx.astype(np.int32)))
+        return batch
+
+    starts = range(0, n, batch_size)
+    pending = put(starts[0])
+    for lo in starts[1:]:
+        ready, pending = pending, put(lo)
+        yield ready
+    yield pending
+
+
+def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), with_index: bool = False,
+                   progress: bool = False, desc: str = "batches", to_numpy: bool = True, sharding=None):
+    """fn(*batch, *args) over the leading axis of `arrays` in fixed-size batches (see the module
+    docstring). with_index appends each row's global index (int32). Returns the concatenated
+    outputs, trimmed to N rows: a NumPy pytree (to_numpy=True) or a pytree of jax.Arrays.
+    sharding: where each batch is placed (e.g. a NamedSharding over a mesh's "data" axis)."""
+    n = len(arrays[0])
+    if n == 0 or batch_size < 1:
+        raise ValueError(f"run_in_batches needs at least one input and batch_size >= 1, got {n} and {batch_size}")
+    outs = []
+    total = -(-n // batch_size)
+    for batch in tqdm(_batches(arrays, n, batch_size, with_index, sharding), total=total, disable=not progress,
+                      desc=desc, unit="batch"):
+        outs.append(fn(*batch, *args))
+    if to_numpy:
+        return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n], *outs)
+    if len(outs) == 1:
+        return jax.tree.map(lambda p: p[:n] if p.shape[0] != n else p, outs[0])
+    return jax.tree.map(lambda *parts: _concat_trim(parts, n), *outs)
+
+
+@jax.jit
+def _concat(parts):
+    return jnp.concatenate(parts)
+
+
+def _concat_trim(parts, n: int) -> jax.Array:
+    out = _concat(list(parts))
+    return out if out.shape[0] == n else out[:n]
+
+
+# ----------------------------------------------------------------------------- attribute
+
+X_NOT_FINITE, TARGET_OUT_OF_RANGE, MAP_NOT_FINITE = 1, 2, 4  # row codes of attribute's fused check
+
+
+def _batched(method: Callable, keyed: bool, mesh, n_classes: int) -> Callable:
+    """jit(vmap(method)) returning (maps, row codes): the fused validation of `attribute`."""
+    cache = program_cache(method)
+    tag = ("attribute", keyed, id(mesh) if mesh is not None else None, n_classes)
+    if tag not in cache:
+        def one(x, t, i, key):
+            out = method(x, t, jax.random.fold_in(key, i)) if keyed else method(x, t)
+            code = jnp.where(jnp.isfinite(x).all(), 0, X_NOT_FINITE)
+            code = code + jnp.where((t >= 0) & (t < n_classes), 0, TARGET_OUT_OF_RANGE)
+            finite = jnp.stack([jnp.isfinite(o).all() for o in jax.tree.leaves(out)]).all()
+            code = code + jnp.where(finite, 0, MAP_NOT_FINITE)
+            return out, code.astype(jnp.int8)
+
+        fn = jax.vmap(one, in_axes=(0, 0, 0, None))
+        if mesh is None:
+            cache[tag] = jax.jit(fn)
+        else:
+            from xai_jax.distributed import shard_map_batched
+
+            cache[tag] = shard_map_batched(fn, mesh)
+    return cache[tag]
+
+
+def validate_batch(xs, targets, num_classes: int | None = None, *,
+                   who: str = "attribute") -> tuple[np.ndarray, np.ndarray]:
+    """Checks a whole batch once: float, finite xs (N >= 1, ...); integer targets (N,) in
+    [0, num_classes)."""
+    xs = np.asarray(check_batch(xs, "xs", who=who))
+    return xs, check_targets(targets, xs.shape[0], num_classes)
+
+
+def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: int | None) -> int:
+    """The class count to range-check targets against: from the f the method explains
+    (methods built by xai_jax carry it as `method.model_fn`), from `method.num_classes`,
+    or the num_classes argument; a user-written method without either needs the argument."""
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", 1)
+    f = getattr(method, "model_fn", None)
+    carried = num_outputs(f, x_shape) if f is not None else getattr(method, "num_classes", None)
+    if f is None and carried is not None:
+        carried = check_int(carried, "method.num_classes", 1)
+    if carried is not None and num_classes is not None and carried != num_classes:
+        raise ValueError(f"num_classes={num_classes} contradicts the method's model, which has {carried} classes")
+    if carried is None and num_classes is None:
+        raise TypeError(
+            "num_classes is required: the method carries neither the model function it explains "
+            "(methods built by xai_jax do, as method.model_fn) nor method.num_classes, so targets "
+            "cannot be range-checked; pass attribute(..., num_classes=C)"
+        )
+    return int(carried if carried is not None else num_classes)
+
+
+def _check_target_meta(targets, n: int):
+    """dtype and shape of targets (no values read: they may live on a device)."""
+    if targets is None:
+        raise TypeError("targets must be integer class indices (n,), got None")
+    if not isinstance(targets, jax.Array):
+        targets = np.asarray(targets)
+    if targets.dtype == bool or not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
+    if tuple(targets.shape) != (n,):
+        raise ValueError(f"targets must have shape ({n},) to match the inputs, got {tuple(targets.shape)}")
+    return targets.astype(jnp.int32) if isinstance(targets, jax.Array) else targets.astype(np.int32)
+
+
+def _rows(codes: np.ndarray, flag: int) -> np.ndarray:
+    return np.flatnonzero(codes & flag)
+
+
+def _listed(idx: np.ndarray, n: int) -> str:
+    return f"{idx[:5].tolist()}{' ...' if idx.size > 5 else ''} of {n}"
+
+
+def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int) -> None:
+    """The first problem the fused check found, as the error the host-side checks give."""
+    bad = _rows(codes, X_NOT_FINITE)
+    if bad.size:
+        raise ValueError(f"xs contains NaN or inf values (inputs {_listed(bad, n)})")
+    bad = _rows(codes, TARGET_OUT_OF_RANGE)
+    if bad.size:
+        values = np.asarray(targets)[bad]
+        if values.min() < 0:
+            raise ValueError(f"targets must be class indices >= 0, got {int(values.min())} (inputs {_listed(bad, n)})")
+        raise ValueError(f"targets must lie in [0, {n_classes}) (the model has {n_classes} classes), got "
+                         f"{int(values.max())} (inputs {_listed(bad, n)})")
+    bad = _rows(codes, MAP_NOT_FINITE)
+    if bad.size:
+        raise ValueError(f"the method returned NaN or inf for inputs {_listed(bad, n)} (finite inputs, valid "
+                         f"targets): check its baseline and the model")
+
+
+def attribute(
+    method: Callable,
+    xs,
+    targets,
+    *,
+    batch_size: int = 64,
+    key: jax.Array | None = None,
+    num_classes: int | None = None,
+    mesh=None,
+    progress: bool | None = None,
+    to_numpy: bool = True,
+):
+    """Returns np.stack([method(x, t) for x, t in zip(xs, targets)]) computed in batches.
+
+    method: (x, target) -> map, or (x, target, key) -> map when `key` is given; input i
+      then gets jax.random.fold_in(key, i), so results do not depend on batch_size.
+    xs: (N, ...) float, finite: NumPy (prefetched to the device batch by batch) or a
+      jax.Array (kept on its device, also when sharded). targets: (N,) integer classes in
+      [0, number of classes), NumPy or jax.Array. N = 0 returns an empty array.
+    batch_size: inputs per compiled call; it bounds memory (a batch of IG costs
+      batch_size * steps model evaluations, or batch_size * chunk_size when chunked).
+    num_classes: needed only for a method xai_jax did not build (see method_num_classes).
+    mesh: shard batches over the devices of its "data" axis. progress: tqdm bar; default on
+      for > 4 batches.
+    to_numpy: True returns NumPy; False returns one (N, ...) jax.Array (a pytree of them
+      for methods that return several, e.g. IG with return_delta), left on the device.
+    Validation is fused into the compiled call: per input, whether x is finite, the target
+    in range and the map finite. After the last batch the codes are read once, and the
+    first problem raises a ValueError naming the inputs: non-finite xs, targets out of
+    range, or maps the method returned as NaN/inf (e.g. a callable baseline yielding NaN).
+    """
+    if not callable(method):
+        raise TypeError(f"method must be a function (x, target[, key]) -> map, got {type(method).__name__}")
+    batch_size = check_int(batch_size, "batch_size", 1)
+    if not isinstance(to_numpy, (bool, np.bool_)):
+        raise TypeError(f"to_numpy must be True or False, got {type(to_numpy).__name__} {to_numpy!r}")
+    keyed = getattr(method, "keyed", None)
+    if key is not None:
+        key = check_key(key)
+        if keyed is False:
+            raise TypeError("key= was given but this method takes no key (it is called as method(x, target))")
+    elif keyed:
+        raise TypeError("this method takes a key: pass attribute(..., key=jax.random.key(0))")
+    if isinstance(xs, (list, tuple)):
+        try:
+            xs = np.asarray(xs)
+        except ValueError as e:  # ragged
+            raise TypeError(f"xs must be a batch (N, ...) of equally shaped inputs: {e}") from None
+    check_array(xs, "xs")
+    check_mesh(mesh)
+    if np.ndim(xs) < 2:
+        raise ValueError(f"xs must be a batch (N, ...) of inputs, got shape {tuple(np.shape(xs))}")
+    n_classes = method_num_classes(method, tuple(xs.shape[1:]), num_classes)
+    n = xs.shape[0]
+    if n == 0:
+        check_targets(targets, 0, n_classes)
+        probe = jax.random.key(0) if key is not None else None
+        one = jax.eval_shape(lambda x: method(x, jnp.int32(0), *([probe] if key is not None else [])),
+                             jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
+        empty = np.zeros if to_numpy else jnp.zeros
+        return jax.tree.map(lambda o: empty((0, *o.shape), o.dtype), one)
+    targets = _check_target_meta(targets, n)
+    sharding = None
+    if mesh is not None:
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        devices = mesh.devices.size
+        batch_size = -(-batch_size // devices) * devices
+        sharding = NamedSharding(mesh, P("data"))
+    bs = min(batch_size, n) if mesh is None else batch_size
+    fn = _batched(method, key is not None, mesh, n_classes)
+    key = jax.random.key(0) if key is None else key
+    show = -(-n // bs) > 4 if progress is None else progress
+    out, codes = run_in_batches(fn, (xs, targets), bs, args=(key,), with_index=True, progress=show,
+                                desc="attribute", to_numpy=bool(to_numpy), sharding=sharding)
+    codes = np.asarray(codes)  # the one read-back of the check
+    if codes.any():
+        _raise_for(codes, targets, n_classes, n)
+    return out
