@@ -37,3 +37,72 @@ def test_attribute_validates_the_batch():
         xj.attribute(m, xs, np.array([0, 1, 2, 3]), num_classes=3)
     with pytest.raises(ValueError, match="batch_size"):
         xj.attribute(m, xs, np.zeros(4, int), batch_size=0)
+
+
+def test_device_resident_inputs_and_results():
+    f, W, _ = linear_f()
+    xs = np.random.default_rng(0).normal(size=(11, 6, 2)).astype(np.float32)
+    ts = np.arange(11) % 3
+    gxi = xj.gradient_x_input(f)
+    want = xj.attribute(gxi, xs, ts, batch_size=4)
+    for x_in, t_in in [(jnp.asarray(xs), jnp.asarray(ts)), (jnp.asarray(xs), ts), (xs, jnp.asarray(ts))]:
+        got = xj.attribute(gxi, x_in, t_in, batch_size=4, to_numpy=False)
+        assert isinstance(got, jax.Array) and got.shape == (11, 6, 2)  # one array, trimmed
+        np.testing.assert_array_equal(np.asarray(got), want)
+        np.testing.assert_array_equal(xj.attribute(gxi, x_in, t_in, batch_size=4), want)
+    ig = xj.integrated_gradients(f, steps=8, return_delta=True)  # a pytree of results
+    maps, delta = xj.attribute(ig, jnp.asarray(xs), ts, batch_size=4, to_numpy=False)
+    assert isinstance(maps, jax.Array) and maps.shape == (11, 6, 2) and delta.shape == (11,)
+    one = xj.attribute(gxi, jnp.asarray(xs), ts, batch_size=64, to_numpy=False)  # one batch, no concatenation
+    assert one.shape == (11, 6, 2)
+    empty = xj.attribute(gxi, jnp.zeros((0, 6, 2)), np.zeros(0, int), to_numpy=False)
+    assert isinstance(empty, jax.Array) and empty.shape == (0, 6, 2)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("x", r"xs contains NaN or inf values \(inputs \[5\] of 11\)"),
+    ("target", r"targets must lie in \[0, 3\) \(the model has 3 classes\), got 7 \(inputs \[2\] of 11\)"),
+    ("negative", r"targets must be class indices >= 0, got -1 \(inputs \[9\] of 11\)"),
+    ("map", r"the method returned NaN or inf for inputs \[4\] of 11"),
+])
+def test_fused_validation_names_the_inputs_on_device(bad, match):
+    f, _, _ = linear_f()
+    xs = np.random.default_rng(0).normal(size=(11, 6, 2)).astype(np.float32)
+    ts = np.arange(11) % 3
+    method = xj.saliency(f)
+    if bad == "x":
+        xs[5, 0, 0] = np.nan
+    elif bad == "target":
+        ts[2] = 7
+    elif bad == "negative":
+        ts[9] = -1
+    else:
+        def method(x, t):  # a user method that breaks on input 4 only
+            return jnp.where(x[0, 0] == xs[4, 0, 0], jnp.nan, x)
+
+        method.num_classes = 3
+    with pytest.raises(ValueError, match=match):
+        xj.attribute(method, jnp.asarray(xs), jnp.asarray(ts), batch_size=4, to_numpy=False)
+
+
+def test_numpy_inputs_are_put_on_the_device_one_batch_ahead(monkeypatch):
+    from xai_jax import batching
+
+    events = []
+    real_put = jax.device_put
+
+    def put(x, *a, **k):
+        events.append(("put", int(np.asarray(x).ravel()[0])))
+        return real_put(x, *a, **k)
+
+    monkeypatch.setattr(batching.jax, "device_put", put)
+    xs = np.arange(10, dtype=np.float32).reshape(10, 1)
+
+    def fn(x):
+        events.append(("run", int(np.asarray(x).ravel()[0])))
+        return x
+
+    out = batching.run_in_batches(fn, (xs,), 4)
+    np.testing.assert_array_equal(out, xs)
+    # batch k + 1 is transferred before batch k runs (double buffering)
+    assert events == [("put", 0), ("put", 4), ("run", 0), ("put", 8), ("run", 4), ("run", 8)]
