@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from xai_jax.checks import check_array, check_batch, check_int, check_key, check_mesh, check_targets, num_outputs
+from xai_jax.distributed import gather_process_shards, spans_processes, to_host
 
 
 def program_cache(owner) -> dict:
@@ -76,7 +77,10 @@ def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), w
     """fn(*batch, *args) over the leading axis of `arrays` in fixed-size batches (see the module
     docstring). with_index appends each row's global index (int32). Returns the concatenated
     outputs, trimmed to N rows: a NumPy pytree (to_numpy=True) or a pytree of jax.Arrays.
-    sharding: where each batch is placed (e.g. a NamedSharding over a mesh's "data" axis)."""
+    sharding: where each batch is placed (e.g. a NamedSharding over a mesh's "data" axis). A
+    sharding over several processes takes GLOBAL arrays, the same on every process (see
+    xai_jax.distributed.gather_process_shards); each process places its devices' rows, and
+    NumPy results are all-gathered, so every process returns the whole result."""
     n = len(arrays[0])
     if n == 0 or batch_size < 1:
         raise ValueError(f"run_in_batches needs at least one input and batch_size >= 1, got {n} and {batch_size}")
@@ -86,7 +90,7 @@ def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), w
                       desc=desc, unit="batch"):
         outs.append(fn(*batch, *args))
     if to_numpy:
-        return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n], *outs)
+        return jax.tree.map(lambda *parts: np.concatenate([to_host(p) for p in parts])[:n], *outs)
     if len(outs) == 1:
         return jax.tree.map(lambda p: p[:n] if p.shape[0] != n else p, outs[0])
     return jax.tree.map(lambda *parts: _concat_trim(parts, n), *outs)
@@ -220,8 +224,10 @@ def attribute(
     batch_size: inputs per compiled call; it bounds memory (a batch of IG costs
       batch_size * steps model evaluations, or batch_size * chunk_size when chunked).
     num_classes: needed only for a method xai_jax did not build (see method_num_classes).
-    mesh: shard batches over the devices of its "data" axis. progress: tqdm bar; default on
-      for > 4 batches.
+    mesh: shard batches over the devices of its "data" axis. With a mesh over several
+      processes (multi-host), each process passes its own shard of xs and targets and gets
+      the global result (process 0's inputs first); see xai_jax.distributed.
+    progress: tqdm bar; default on for > 4 batches.
     to_numpy: True returns NumPy; False returns one (N, ...) jax.Array (a pytree of them
       for methods that return several, e.g. IG with return_delta), left on the device.
     Validation is fused into the compiled call: per input, whether x is finite, the target
@@ -260,6 +266,10 @@ def attribute(
         empty = np.zeros if to_numpy else jnp.zeros
         return jax.tree.map(lambda o: empty((0, *o.shape), o.dtype), one)
     targets = _check_target_meta(targets, n)
+    if spans_processes(mesh) and not (isinstance(xs, jax.Array) and not xs.is_fully_addressable):
+        # each process passed its own shard: the global inputs, process 0's rows first
+        xs, targets = gather_process_shards(np.asarray(xs), np.asarray(targets))
+        n = xs.shape[0]
     sharding = None
     if mesh is not None:
         from jax.sharding import NamedSharding
@@ -274,7 +284,7 @@ def attribute(
     show = -(-n // bs) > 4 if progress is None else progress
     out, codes = run_in_batches(fn, (xs, targets), bs, args=(key,), with_index=True, progress=show,
                                 desc="attribute", to_numpy=bool(to_numpy), sharding=sharding)
-    codes = np.asarray(codes)  # the one read-back of the check
+    codes = to_host(codes)  # the one read-back of the check
     if codes.any():
         _raise_for(codes, targets, n_classes, n)
     return out

@@ -12,6 +12,14 @@
 
 On one CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=8` (set before importing
 jax) simulates 8 devices; on GPU/TPU hosts, `data_mesh()` uses every local device.
+
+Multi-host (several processes, JAX's own runtime): start every process with
+`jax.distributed.initialize(...)` and pass `data_mesh(jax.devices())`, a mesh over every
+process's devices. Each process passes its OWN shard of the inputs to `attribute`, the
+metrics or `fit`; the shards are all-gathered (`gather_process_shards`: process 0's rows
+first), every process feeds its devices their part of each global batch, and every process
+gets the global result (NumPy, or with attribute(..., to_numpy=False) a global jax.Array).
+On CPUs, set jax.config.update("jax_cpu_collectives_implementation", "gloo") first.
 """
 
 from __future__ import annotations
@@ -62,3 +70,43 @@ def sharded_vmap(fn: Callable, mesh: Mesh, n_args: int) -> Callable:
     """jit(shard_map(vmap(fn))) for a per-input fn of n_args batched arguments."""
     return jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=(P("data"),) * n_args,
                                  out_specs=P("data"), check_vma=False))
+
+
+# ----------------------------------------------------------------------------- multi-process
+
+
+def spans_processes(mesh) -> bool:
+    """True when the mesh holds devices of more than one process (a multi-host job started
+    with jax.distributed.initialize)."""
+    return mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
+
+
+def gather_process_shards(*arrays):
+    """Each process's own shard (n_p, ...) of every array -> the global arrays, identical on
+    every process: process 0's rows first, then process 1's, ... Shards may differ in length
+    (they are padded for the all-gather and trimmed after). Single process: unchanged."""
+    if jax.process_count() == 1:
+        return arrays if len(arrays) != 1 else arrays[0]
+    from jax.experimental import multihost_utils
+
+    arrays = tuple(np.asarray(a) for a in arrays)
+    counts = np.asarray(multihost_utils.process_allgather(np.array([len(arrays[0])], np.int64))).ravel()
+    longest = int(counts.max())
+    out = []
+    for a in arrays:
+        if len(a) != counts[jax.process_index()]:
+            raise ValueError(f"every array of a process must have the same length, got {len(a)} and "
+                             f"{int(counts[jax.process_index()])}")
+        padded = np.concatenate([a, np.repeat(a[:1], longest - len(a), axis=0)]) if len(a) < longest else a
+        every = np.asarray(multihost_utils.process_allgather(padded, tiled=False))  # (processes, longest, ...)
+        out.append(np.concatenate([every[p, : counts[p]] for p in range(len(counts))]))
+    return tuple(out) if len(out) != 1 else out[0]
+
+
+def to_host(x) -> np.ndarray:
+    """A (possibly multi-process) jax.Array as one NumPy array on every process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

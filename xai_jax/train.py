@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from xai_jax.batching import run_in_batches
 from xai_jax.checks import check_int, check_mesh, check_optional_int
+from xai_jax.distributed import gather_process_shards, spans_processes
 from xai_jax.models.validate import (
     check_input_shape,
     check_model,
@@ -501,6 +502,8 @@ def fit(
         raise ValueError(f"num_classes is {num_classes} but {type(model).__name__} returns {outputs} class scores "
                          f"per input; pass num_classes={outputs} or build the model with num_classes={num_classes}")
     y_train = _check_labels(y_train, x_train.shape[0], num_classes, "y_train")
+    if spans_processes(mesh):  # each process passed its own shard of the training set: train on all of them
+        x_train, y_train = gather_process_shards(np.asarray(x_train), np.asarray(y_train))
     if cfg.batch_size > x_train.shape[0]:
         raise ValueError(f"cfg.batch_size {cfg.batch_size} exceeds the {x_train.shape[0]} training inputs")
     state = create_state(model, input_shape, cfg)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from xai_jax.attribution.common import score_transform
 from xai_jax.batching import program_cache, run_in_batches
@@ -32,6 +34,7 @@ from xai_jax.checks import (
     num_outputs,
     precision_scope,
 )
+from xai_jax.distributed import gather_process_shards, spans_processes
 from xai_jax.metrics.ties import (
     ambiguous_topk,
     has_ties,
@@ -58,6 +61,8 @@ def _prepare(f, xs, saliency, targets, batch_size, who: str, mesh=None):
         targets = np.full(xs.shape[0], PREDICTED, np.int32)
     else:
         targets = check_targets(targets, xs.shape[0], n_classes)
+    if spans_processes(mesh):  # each process passed its own shard: the metric runs on the global set
+        xs, maps, targets = gather_process_shards(xs, maps, targets)
     return xs, maps, targets
 
 
@@ -105,9 +110,11 @@ def _in_batches(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, m
     min(batch_size, of) rows (of: the size of the whole set `arrays` was taken from, so that
     every subset of it runs through the same compiled shape)."""
     bs = min(batch_size, of if of is not None else arrays[0].shape[0])
+    sharding = None
     if mesh is not None:
         bs = -(-bs // mesh.devices.size) * mesh.devices.size
-    return list(run_in_batches(fn, arrays, bs))
+        sharding = NamedSharding(mesh, P("data"))
+    return list(run_in_batches(fn, arrays, bs, sharding=sharding))
 
 
 def _split_run(run_plain: Callable, run_tied: Callable, tied: np.ndarray, arrays: tuple, batch_size: int,
