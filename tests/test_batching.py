@@ -106,3 +106,22 @@ def test_numpy_inputs_are_put_on_the_device_one_batch_ahead(monkeypatch):
     np.testing.assert_array_equal(out, xs)
     # batch k + 1 is transferred before batch k runs (double buffering)
     assert events == [("put", 0), ("put", 4), ("run", 0), ("put", 8), ("run", 4), ("run", 8)]
+
+
+def test_default_batch_size_comes_from_xla_memory_analysis(monkeypatch):
+    from xai_jax import batching
+
+    f, W, _ = linear_f()
+    xs = np.random.default_rng(0).normal(size=(300, 6, 2)).astype(np.float32)
+    ts = np.arange(300) % 3
+    ig = xj.integrated_gradients(f, steps=64)
+    want = xj.attribute(ig, xs, ts, batch_size=7)
+    np.testing.assert_allclose(xj.attribute(ig, xs, ts), want, rtol=1e-6, atol=1e-7)  # default: one big batch
+    fn = batching._batched(ig, False, None, 3)
+    rows = (jax.ShapeDtypeStruct((6, 2), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32),
+            jax.ShapeDtypeStruct((), jnp.int32))
+    roomy = batching.auto_batch_size(fn, rows, 300, (jax.random.key(0),))
+    assert roomy == 300  # a linear model on 12 values: everything fits in one call
+    monkeypatch.setattr(batching, "CPU_BATCH_BUDGET", 64 * 1024)  # a tight budget: smaller calls
+    tight = batching.auto_batch_size(fn, rows, 300, (jax.random.key(0),), multiple=4)
+    assert 1 <= tight < 300 and tight % 4 == 0, tight

@@ -2,12 +2,18 @@
 
 from xai_jax.attribution import (
     RULES,
+    ablation_cam,
     attribute,
     completeness_delta,
+    eigen_cam,
+    expected_gradients,
     grad_cam,
+    grad_cam_element_wise,
     grad_cam_plus_plus,
     gradient_x_input,
+    hires_cam,
     integrated_gradients,
+    layer_cam,
     list_layers,
     model_fn,
     occlusion,
@@ -18,11 +24,13 @@ from xai_jax.attribution import (
     sise,
     smoothgrad,
     spatial_map,
+    xgrad_cam,
 )
 
 __version__ = "0.1.0"
 __all__ = [
-    "RULES", "attribute", "completeness_delta", "grad_cam", "grad_cam_plus_plus",
+    "RULES", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
+    "ablation_cam", "eigen_cam", "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
 ]

@@ -19,6 +19,7 @@ it imports xai_jax.distributed only when a mesh is given.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import jax
@@ -45,7 +46,9 @@ def _take(a, idx: np.ndarray, sharding):
     """Rows idx of a, on the device: sliced there for a jax.Array, put there (async) for NumPy."""
     if isinstance(a, jax.Array):
         lo, hi = int(idx[0]), int(idx[-1]) + 1
-        if hi <= a.shape[0] and hi - lo == len(idx):  # a full batch: a contiguous slice
+        if lo == 0 and hi == a.shape[0]:  # the whole array is the batch
+            rows = a
+        elif hi <= a.shape[0]:  # a full batch: a contiguous slice
             rows = a[lo:hi]
         else:  # the padded last batch
             rows = jnp.take(a, jnp.asarray(np.where(idx < a.shape[0], idx, 0)), axis=0)
@@ -163,6 +166,46 @@ def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: 
     return int(carried if carried is not None else num_classes)
 
 
+DEFAULT_BATCH = 64  # inputs per call where XLA reports no memory figures
+CPU_BATCH_BUDGET = 1 << 30  # bytes of XLA buffers per call on CPUs (or 1/8 of the RAM, if less)
+ACCELERATOR_BATCH_FRACTION = 0.25  # of the device memory JAX may use, per call
+
+
+def _memory_budget(device) -> int | None:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"] * ACCELERATOR_BATCH_FRACTION)
+    if device.platform == "cpu":
+        try:
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            ram = 8 * CPU_BATCH_BUDGET
+        return int(min(CPU_BATCH_BUDGET, ram // 8))
+    return None
+
+
+def auto_batch_size(fn: Callable, example_rows, n: int, args: tuple = (), multiple: int = 1) -> int:
+    """The batch size `attribute` uses by default: as many inputs per call as fit a memory
+    budget (a quarter of an accelerator's memory; on CPUs 1 GiB or an eighth of the RAM),
+    from XLA's own memory analysis of fn compiled for a probe batch of min(n, 8) inputs
+    (per-input bytes = its temporary + argument + output buffers / probe). At most n
+    (rounded up to `multiple`, the device count of a mesh); DEFAULT_BATCH when XLA gives
+    no figures. The probe is compiled once per (method, input shape)."""
+    probe = max(1, min(n, 8))
+    try:
+        specs = [jax.ShapeDtypeStruct((probe, *r.shape), r.dtype) for r in example_rows]
+        analysis = fn.lower(*specs, *args).compile().memory_analysis()
+        per_input = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+                     + analysis.output_size_in_bytes) / probe
+        budget = _memory_budget(jax.devices()[0])
+    except Exception:  # a backend or a wrapped fn without memory figures
+        return -(-min(DEFAULT_BATCH, n) // multiple) * multiple
+    if budget is None or per_input <= 0:
+        return -(-min(DEFAULT_BATCH, n) // multiple) * multiple
+    size = max(1, min(n, int(budget // per_input)))
+    return -(-size // multiple) * multiple
+
+
 def _check_target_meta(targets, n: int):
     """dtype and shape of targets (no values read: they may live on a device)."""
     if targets is None:
@@ -207,7 +250,7 @@ def attribute(
     xs,
     targets,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     key: jax.Array | None = None,
     num_classes: int | None = None,
     mesh=None,
@@ -223,6 +266,9 @@ def attribute(
       [0, number of classes), NumPy or jax.Array. N = 0 returns an empty array.
     batch_size: inputs per compiled call; it bounds memory (a batch of IG costs
       batch_size * steps model evaluations, or batch_size * chunk_size when chunked).
+      None (default): as many as fit a memory budget, from XLA's memory analysis of the
+      method compiled for a probe batch (see auto_batch_size): few large calls, so that the
+      per-call dispatch does not dominate small models.
     num_classes: needed only for a method xai_jax did not build (see method_num_classes).
     mesh: shard batches over the devices of its "data" axis. With a mesh over several
       processes (multi-host), each process passes its own shard of xs and targets and gets
@@ -237,7 +283,8 @@ def attribute(
     """
     if not callable(method):
         raise TypeError(f"method must be a function (x, target[, key]) -> map, got {type(method).__name__}")
-    batch_size = check_int(batch_size, "batch_size", 1)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", 1)
     if not isinstance(to_numpy, (bool, np.bool_)):
         raise TypeError(f"to_numpy must be True or False, got {type(to_numpy).__name__} {to_numpy!r}")
     keyed = getattr(method, "keyed", None)
@@ -271,16 +318,27 @@ def attribute(
         xs, targets = gather_process_shards(np.asarray(xs), np.asarray(targets))
         n = xs.shape[0]
     sharding = None
+    devices = 1
+    fn = _batched(method, key is not None, mesh, n_classes)
+    key = jax.random.key(0) if key is None else key
     if mesh is not None:
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
         devices = mesh.devices.size
-        batch_size = -(-batch_size // devices) * devices
         sharding = NamedSharding(mesh, P("data"))
+    if batch_size is None:
+        cache = program_cache(fn)
+        tag = ("auto_batch", tuple(xs.shape[1:]), str(xs.dtype), n)
+        if tag not in cache:
+            rows = (jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype), jax.ShapeDtypeStruct((), jnp.int32),
+                    jax.ShapeDtypeStruct((), jnp.int32))
+            cache[tag] = auto_batch_size(fn, rows, n, (key,), multiple=devices) if mesh is None else \
+                -(-min(DEFAULT_BATCH, n) // devices) * devices
+        batch_size = cache[tag]
+    elif mesh is not None:
+        batch_size = -(-batch_size // devices) * devices
     bs = min(batch_size, n) if mesh is None else batch_size
-    fn = _batched(method, key is not None, mesh, n_classes)
-    key = jax.random.key(0) if key is None else key
     show = -(-n // bs) > 4 if progress is None else progress
     out, codes = run_in_batches(fn, (xs, targets), bs, args=(key,), with_index=True, progress=show,
                                 desc="attribute", to_numpy=bool(to_numpy), sharding=sharding)

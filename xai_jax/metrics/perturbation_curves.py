@@ -57,7 +57,7 @@ from xai_jax.checks import (
     precision_scope,
 )
 from xai_jax.metrics.faithfulness import _check_scores, _prepare
-from xai_jax.metrics.ties import ambiguous_topk, index_ranks, tie_broken_ranks
+from xai_jax.metrics.ties import index_ranks, tie_broken_ranks
 
 # ---------------------------------------------------------------------------------------
 # shared machinery
@@ -73,11 +73,13 @@ def _keys(key) -> tuple[jax.Array, jax.Array]:
 def _order_matters(values: np.ndarray, counts) -> np.ndarray:
     """(N,) True where the set of the `count` highest values depends on the tie order for
     some count of the curve (0 < count < size)."""
-    size = values.shape[1]
-    out = np.zeros(len(values), bool)
-    for count in sorted({int(c) for c in counts if 0 < c < size}):
-        out |= ambiguous_topk(values, count)
-    return out
+    flat = values.reshape(len(values), -1)
+    size = flat.shape[1]
+    cuts = np.array(sorted({int(c) for c in counts if 0 < c < size}), np.int64)
+    if cuts.size == 0:
+        return np.zeros(len(values), bool)
+    desc = -np.sort(-flat, axis=1)  # one sort for every cut: the top-c set is ambiguous iff the
+    return (desc[:, cuts - 1] == desc[:, cuts]).any(1)  # c-th and (c+1)-th largest values tie
 
 
 def _over(fn: Callable, xs, chunk_size: int | None):
