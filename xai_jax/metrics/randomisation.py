@@ -120,11 +120,16 @@ def _check_similarity(kind: Any, size: int) -> str:
     return kind
 
 
+SIMILARITY_VALUES_PER_CALL = 1 << 22  # map values per jitted similarity call (rows are cheap: few large calls)
+
+
 def _similarities(a: np.ndarray, b: np.ndarray, kind: str, batch_size: int) -> np.ndarray:
-    """Checked-elsewhere rows (N, D) x (N, D) -> (N,) in fixed-size jitted batches."""
+    """Checked-elsewhere rows (N, D) x (N, D) -> (N,) in fixed-size jitted batches of at least
+    batch_size rows (more when the rows are small: up to SIMILARITY_VALUES_PER_CALL values)."""
     a = np.ascontiguousarray(a.reshape(len(a), -1), np.float32)
     b = np.ascontiguousarray(b.reshape(len(b), -1), np.float32)
-    return run_in_batches(_BATCHED[kind], (a, b), min(batch_size, len(a)))
+    rows = max(batch_size, SIMILARITY_VALUES_PER_CALL // max(a.shape[1], 1))
+    return run_in_batches(_BATCHED[kind], (a, b), min(rows, len(a)))
 
 
 def map_similarity(a, b, kind: str = "spearman", *, batch_size: int = 1000) -> np.ndarray:
@@ -205,6 +210,12 @@ def _checked_maps(out, reduce, n: int, who: str) -> np.ndarray:
 
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: nn.Module) -> Callable:
+    """jit(model.init), compiled once per model (eager flax init costs ~6 ms per call here)."""
+    return jax.jit(model.init)
+
+
 class _ModelMetric:
     """The checked arguments of a model-randomisation metric and its map runner."""
 
@@ -229,7 +240,7 @@ class _ModelMetric:
         self.layers = list(params.keys())  # flax keeps call order
         f = model_fn(model, params)
         self.targets = _resolve_targets(f, self.xs, targets, num_outputs(f, self.xs.shape[1:]), self.batch_size)
-        self.fresh = model.init(self.key, jnp.zeros((1, *self.xs.shape[1:]), jnp.float32))["params"]
+        self.fresh = _jitted_init(model)(self.key, jnp.zeros((1, *self.xs.shape[1:]), jnp.float32))["params"]
         missing = [layer for layer in self.layers if layer not in self.fresh]
         if missing:
             raise ValueError(f"params has layers {missing} that model.init does not create; pass the params of "
