@@ -109,6 +109,18 @@ def ssim_row(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 _ROW_FNS = {"spearman": spearman_row, "pearson": pearson_row, "ssim": ssim_row}
+_RANKS = jax.jit(jax.vmap(average_ranks))
+
+
+@jax.jit
+def _spearman_ranked(a: jax.Array, ranks_a: jax.Array, b: jax.Array) -> jax.Array:
+    return jax.vmap(lambda x, r, y: _degenerate(x, y, pearson_row(r, average_ranks(y))))(a, ranks_a, b)
+
+
+def _spearman_against(ranked: tuple[jax.Array, jax.Array], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """spearman rows of (a, b), a's ranks given (ranked = (a on the device, its ranks))."""
+    del a
+    return np.asarray(_spearman_ranked(*ranked, jnp.asarray(b.reshape(len(b), -1), jnp.float32)))
 _BATCHED = {kind: jax.jit(jax.vmap(fn)) for kind, fn in _ROW_FNS.items()}
 
 
@@ -210,6 +222,21 @@ def _checked_maps(out, reduce, n: int, who: str) -> np.ndarray:
 
 
 
+_OUTPUTS: dict = {}
+
+
+def _model_outputs(model: nn.Module, params, shape: tuple[int, ...]) -> int:
+    """The class count of model on inputs of `shape`, traced once per (model, shape, params
+    structure) instead of on every call."""
+    tag = (model, tuple(shape), jax.tree.structure(params),
+           tuple(tuple(np.shape(v)) for v in jax.tree.leaves(params)))
+    if tag not in _OUTPUTS:
+        if len(_OUTPUTS) > 64:
+            _OUTPUTS.clear()
+        _OUTPUTS[tag] = num_outputs(model_fn(model, params), shape)
+    return _OUTPUTS[tag]
+
+
 @functools.lru_cache(maxsize=16)
 def _jitted_init(model: nn.Module) -> Callable:
     """jit(model.init), compiled once per model (eager flax init costs ~6 ms per call here)."""
@@ -239,7 +266,8 @@ class _ModelMetric:
         self.params = params
         self.layers = list(params.keys())  # flax keeps call order
         f = model_fn(model, params)
-        self.targets = _resolve_targets(f, self.xs, targets, num_outputs(f, self.xs.shape[1:]), self.batch_size)
+        self.targets = _resolve_targets(f, self.xs, targets, _model_outputs(model, params, self.xs.shape[1:]),
+                                        self.batch_size)
         self.fresh = _jitted_init(model)(self.key, jnp.zeros((1, *self.xs.shape[1:]), jnp.float32))["params"]
         missing = [layer for layer in self.layers if layer not in self.fresh]
         if missing:
@@ -301,9 +329,14 @@ def _layerwise(metric: _ModelMetric, order: str, similarity: str, absolute: bool
 
     original = prepared(metric.maps(metric.params))
     similarity = _check_similarity(similarity, int(np.prod(original.shape[1:])))
+    compare = functools.partial(_similarities, kind=similarity, batch_size=metric.batch_size)
+    if similarity == "spearman":  # the original's ranks once, not once per layer
+        flat = jnp.asarray(original.reshape(len(original), -1), jnp.float32)
+        ranked = (flat, _RANKS(flat))
+        compare = functools.partial(_spearman_against, ranked)
     layers, sims = [], {}
     for name, params in metric.randomised(order):
-        sims[name] = _similarities(original, prepared(metric.maps(params)), similarity, metric.batch_size)
+        sims[name] = compare(original, prepared(metric.maps(params)))
         layers.append(name)
     return {"layers": layers, "similarity": sims, "mean": {name: float(s.mean()) for name, s in sims.items()}}
 
