@@ -198,17 +198,10 @@ def bench_vgg(args, on_gpu: bool) -> list[dict]:
 
 
 def _trained_mnist1d(args):
-    """The study-architecture CNN trained as the main job trains it (--quick: 300 steps)."""
-    from xai_jax.data.augment import random_circular_shift
-    from xai_jax.train import TrainConfig, fit
+    """The study-architecture CNN trained as the main job trains it (--quick: its quick recipe)."""
+    from mnist1d_job import trained_study_cnn
 
-    data = load_mnist1d(cache_dir=args.data_dir)
-    model = mnist1d_cnn("study")
-    cfg = (TrainConfig(steps=300, batch_size=128, learning_rate=1e-2, warmup_steps=30) if args.quick
-           else TrainConfig(steps=6000, batch_size=128, learning_rate=1e-2, seed=0))
-    state, _ = fit(model, data.x_train, data.y_train, cfg, num_classes=10, augment=random_circular_shift,
-                   input_shape=(40, 1), progress=False)
-    return model, state.params, data
+    return trained_study_cnn(args.data_dir, quick=args.quick)
 
 
 def _best_of(fn, repeats: int) -> float:

@@ -46,6 +46,19 @@ RECIPES = {  # preset -> training recipe (AdamW, warm-up + cosine, random circul
 }
 
 
+QUICK_RECIPE = TrainConfig(steps=300, batch_size=128, learning_rate=1e-2, warmup_steps=30)  # --quick
+
+
+def trained_study_cnn(data_dir: Path | None, quick: bool = False):
+    """(model, params, data): the study-architecture CNN trained with this job's recipe
+    (QUICK_RECIPE with quick=True), no checkpoint. Used by the benchmark and the precision study."""
+    data = load_mnist1d(cache_dir=data_dir)
+    model = mnist1d_cnn("study")
+    state, _ = fit(model, data.x_train, data.y_train, QUICK_RECIPE if quick else RECIPES["study"], num_classes=10,
+                   augment=random_circular_shift, input_shape=(40, 1), progress=False)
+    return model, state.params, data
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "mnist1d")
@@ -73,7 +86,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--n-sanity {args.n_sanity} exceeds --n-explain {args.n_explain}")
     recipes = dict(RECIPES)
     if args.quick:
-        recipes = {"study": TrainConfig(steps=300, batch_size=128, learning_rate=1e-2, warmup_steps=30)}
+        recipes = {"study": QUICK_RECIPE}
         args.n_explain, args.n_sanity = min(args.n_explain, 40), min(args.n_sanity, 10)
 
     models, results, histories = {}, {"training": {}}, {}

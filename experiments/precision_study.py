@@ -24,13 +24,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from mnist1d_job import trained_study_cnn  # noqa: E402  (experiments/ is on sys.path when run as a script)
 
 import xai_jax as xj
-from xai_jax.data.augment import random_circular_shift
-from xai_jax.data.mnist1d import load_mnist1d
-from xai_jax.models import mnist1d_cnn, vgg7
+from xai_jax.models import vgg7
 from xai_jax.report import markdown_table
-from xai_jax.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,12 +87,7 @@ def main(argv=None) -> int:
     dev = jax.devices()[0]
     on_gpu = dev.platform != "cpu"
     print(f"device: {dev.device_kind} ({dev.platform}), jax {jax.__version__}", flush=True)
-    data = load_mnist1d(cache_dir=args.data_dir)
-    model = mnist1d_cnn("study")
-    cfg = (TrainConfig(steps=300, batch_size=128, learning_rate=1e-2, warmup_steps=30) if args.quick
-           else TrainConfig(steps=6000, batch_size=128, learning_rate=1e-2, seed=0))
-    state, _ = fit(model, data.x_train, data.y_train, cfg, num_classes=10, augment=random_circular_shift,
-                   input_shape=(40, 1), progress=False)
+    model, trained, data = trained_study_cnn(args.data_dir, quick=args.quick)  # the main job's recipe
     n = min(args.n, len(data.x_test))
     xs, ts = jnp.asarray(data.x_test[:n]), jnp.asarray(data.y_test[:n])
     size = args.vgg_size or (224 if on_gpu else 32)
@@ -106,8 +99,8 @@ def main(argv=None) -> int:
     rows = []
     for precision in (None, "highest"):
         k = 2 if args.quick else 8
-        rows.append(measure("MNIST-1D trained study CNN", xj.model_fn(model, state.params),
-                            xj.grad_cam(model, state.params, precision=precision), xs, ts, precision, k))
+        rows.append(measure("MNIST-1D trained study CNN", xj.model_fn(model, trained),
+                            xj.grad_cam(model, trained, precision=precision), xs, ts, precision, k))
         rows.append(measure(f"VGG {size} px", fv, xj.grad_cam(vgg, vparams, precision=precision), images, labels,
                             precision, k))
     md = markdown_table(
