@@ -106,10 +106,13 @@ def occlusion(
     precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns occ(x, target) -> map with x's spatial shape: mean score drop of the windows
-    covering each position (positions no window covers get 0).
+    covering each position (Zeiler & Fergus 2014).
 
     window, stride: positive ints, or one positive int per spatial axis (stride defaults
-    to window). baseline: the finite value a window is replaced by.
+    to window). baseline: the finite value a window is replaced by. Windows start at 0,
+    stride, 2 stride, ... along each axis, ceil((size - window) / stride) + 1 of them, the last
+    one truncated at the input's edge when the stride does not divide size - window: every
+    position is covered, as in Captum's `Occlusion`.
     """
     check_callable(f, "f")
     s = score_transform(score)
@@ -138,7 +141,8 @@ def occlusion(
         if any(w > d for w, d in zip(win, spatial)):
             raise ValueError(f"window {win} is larger than the input's spatial size {spatial}")
         st = per_axis(stride, "stride", len(spatial))
-        starts = np.array(list(itertools.product(*[range(0, d - w + 1, t) for d, w, t in zip(spatial, win, st)])))
+        starts = np.array(list(itertools.product(*[np.arange(-(-(d - w) // t) + 1) * t
+                                                   for d, w, t in zip(spatial, win, st)])))
         grids = np.meshgrid(*[np.arange(d) for d in spatial], indexing="ij")
         covers = np.stack([
             np.all([(g >= a) & (g < a + w) for g, a, w in zip(grids, start, win)], axis=0) for start in starts
