@@ -204,7 +204,7 @@ def _trained_mnist1d(args):
     return trained_study_cnn(args.data_dir, quick=args.quick)
 
 
-def _best_of(fn, repeats: int) -> float:
+def best_of(fn, repeats: int = 3) -> float:
     """Best of `repeats` timed calls after a warm-up call (which compiles); one timed call
     when the warm-up took over 10 s (long runs vary little)."""
     t0 = time.perf_counter()
@@ -241,7 +241,7 @@ def adaptive_vs_uniform(name: str, f, xs, ts, *, batch: int, repeats: int, tol: 
         tried.append({"steps": n, "inputs_over_bound": fails})
         print(f"  {name}: uniform trapezoid {n} steps: {fails} of {n_in} inputs over the bound", flush=True)
         if fails == 0:
-            uniform = {"steps": n, "seconds": _best_of(lambda m=method: run(m), repeats), "gradients": n * n_in}
+            uniform = {"steps": n, "seconds": best_of(lambda m=method: run(m), repeats), "gradients": n * n_in}
             break
         n *= 2
     auto = xj.integrated_gradients(f, steps="auto", tol=tol, atol=atol, return_delta=True)
@@ -250,7 +250,7 @@ def adaptive_vs_uniform(name: str, f, xs, ts, *, batch: int, repeats: int, tol: 
                            for i in range(0, n_in, batch)])
     hit_max = used + 8 > 1024
     over = np.abs(np.asarray(delta)) > bound
-    adaptive = {"seconds": _best_of(lambda: run(auto), repeats), "gradients": int(used.sum()),
+    adaptive = {"seconds": best_of(lambda: run(auto), repeats), "gradients": int(used.sum()),
                 "gradients_median": float(np.median(used)), "gradients_max": int(used.max()),
                 "inputs_over_bound": int(over.sum()),
                 "inputs_over_bound_not_at_max_steps": int((over & ~hit_max).sum()),
@@ -316,9 +316,9 @@ def bench_attribute_overhead(args, on_gpu: bool) -> list[dict]:
         ig = xj.integrated_gradients(f, steps=64, rule="gauss_legendre")
         for mname, method in [("Grad-CAM", xj.grad_cam(m, p)), ("IG 64 Gauss-Legendre steps", ig)]:
             bare = jax.jit(jax.vmap(method))
-            t_bare = _best_of(lambda: bare(xs, ts), args.repeats)
-            t_dev = _best_of(lambda: xj.attribute(method, xs, ts, to_numpy=False, progress=False), args.repeats)
-            t_np = _best_of(lambda: xj.attribute(method, xs, ts, progress=False), args.repeats)
+            t_bare = best_of(lambda: bare(xs, ts), args.repeats)
+            t_dev = best_of(lambda: xj.attribute(method, xs, ts, to_numpy=False, progress=False), args.repeats)
+            t_np = best_of(lambda: xj.attribute(method, xs, ts, progress=False), args.repeats)
             r = {"name": f"{label} {mname}, {len(xs)} inputs: attribute vs bare jit(vmap)", "bare_s": t_bare,
                  "attribute_device_s": t_dev, "attribute_numpy_s": t_np, "ratio_device": t_dev / t_bare,
                  "ratio_numpy": t_np / t_bare, "goal_ratio_device": 1.2}
@@ -390,7 +390,7 @@ def bench_captum(args, on_gpu: bool) -> list[dict]:
             jobs.append(("Grad-CAM", xj.grad_cam(m, p),
                          lambda: LayerGradCam(twin, getattr(twin, last)).attribute(x_t, target=t_t).cpu()))
         for name, ours, theirs in jobs:
-            mine = _best_of(lambda: xj.attribute(ours, x, t, progress=False), args.repeats)
+            mine = best_of(lambda: xj.attribute(ours, x, t, progress=False), args.repeats)
             peer = torch_best(theirs)
             r = {"name": f"{label} {name}, {len(x)} inputs", "ours_s": mine, "captum_s": peer,
                  "speedup_vs_captum": peer / mine, "torch_device": dev}

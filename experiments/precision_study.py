@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mnist1d_job import trained_study_cnn  # noqa: E402  (experiments/ is on sys.path when run as a script)
+from benchmark import best_of  # noqa: E402  (experiments/ is on sys.path when run as a script)
+from mnist1d_job import trained_study_cnn  # noqa: E402
 
 import xai_jax as xj
 from xai_jax.models import vgg7
@@ -45,16 +45,6 @@ def parse_args(argv=None):
     if args.quick:
         args.n, args.vgg_images, args.vgg_size = 64, 2, 16
     return args
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    jax.block_until_ready(fn())
-    out = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        out = min(out, time.perf_counter() - t0)
-    return out
 
 
 def measure(name: str, f, cam, xs, ts, precision, n_eager: int = 8) -> dict:

@@ -184,26 +184,36 @@ def _memory_budget(device) -> int | None:
     return None
 
 
-def auto_batch_size(fn: Callable, example_rows, n: int, args: tuple = (), multiple: int = 1) -> int:
-    """The batch size `attribute` uses by default: as many inputs per call as fit a memory
-    budget (a quarter of an accelerator's memory; on CPUs 1 GiB or an eighth of the RAM),
-    from XLA's own memory analysis of fn compiled for a probe batch of min(n, 8) inputs
-    (per-input bytes = its temporary + argument + output buffers / probe). At most n
-    (rounded up to `multiple`, the device count of a mesh); DEFAULT_BATCH when XLA gives
-    no figures. The probe is compiled once per (method, input shape)."""
-    probe = max(1, min(n, 8))
+PROBE_BATCH = 8  # inputs in the batch compiled for XLA's memory analysis
+
+
+def inputs_per_call(fn: Callable, example_rows, args: tuple = ()) -> int | None:
+    """How many inputs fit one call of fn in the memory budget (a quarter of an accelerator's
+    memory; on CPUs 1 GiB or an eighth of the RAM), from XLA's own memory analysis of fn
+    compiled for a probe batch of PROBE_BATCH inputs: per-input bytes = its temporary +
+    argument + output buffers / PROBE_BATCH. None when XLA gives no figures."""
     try:
-        specs = [jax.ShapeDtypeStruct((probe, *r.shape), r.dtype) for r in example_rows]
+        specs = [jax.ShapeDtypeStruct((PROBE_BATCH, *r.shape), r.dtype) for r in example_rows]
         analysis = fn.lower(*specs, *args).compile().memory_analysis()
         per_input = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
-                     + analysis.output_size_in_bytes) / probe
+                     + analysis.output_size_in_bytes) / PROBE_BATCH
         budget = _memory_budget(jax.devices()[0])
     except Exception:  # a backend or a wrapped fn without memory figures
-        return -(-min(DEFAULT_BATCH, n) // multiple) * multiple
+        return None
     if budget is None or per_input <= 0:
-        return -(-min(DEFAULT_BATCH, n) // multiple) * multiple
-    size = max(1, min(n, int(budget // per_input)))
-    return -(-size // multiple) * multiple
+        return None
+    return max(1, int(budget // per_input))
+
+
+def auto_batch_size(fn: Callable, example_rows, n: int, args: tuple = (), multiple: int = 1,
+                    capacity: int | None = None) -> int:
+    """The batch size `attribute` uses by default: min(n, inputs_per_call) (capacity, when
+    already known), DEFAULT_BATCH when XLA gives no figures; rounded up to `multiple` (the
+    device count of a mesh)."""
+    if capacity is None:
+        capacity = inputs_per_call(fn, example_rows, args)
+    size = min(n, DEFAULT_BATCH if capacity is None else capacity)
+    return -(-max(1, size) // multiple) * multiple
 
 
 def _check_target_meta(targets, n: int):
@@ -267,8 +277,8 @@ def attribute(
     batch_size: inputs per compiled call; it bounds memory (a batch of IG costs
       batch_size * steps model evaluations, or batch_size * chunk_size when chunked).
       None (default): as many as fit a memory budget, from XLA's memory analysis of the
-      method compiled for a probe batch (see auto_batch_size): few large calls, so that the
-      per-call dispatch does not dominate small models.
+      method compiled once for a probe batch (see inputs_per_call): few large calls, so that
+      the per-call dispatch does not dominate small models. With a mesh: 64 per call.
     num_classes: needed only for a method xai_jax did not build (see method_num_classes).
     mesh: shard batches over the devices of its "data" axis. With a mesh over several
       processes (multi-host), each process passes its own shard of xs and targets and gets
@@ -328,14 +338,17 @@ def attribute(
         devices = mesh.devices.size
         sharding = NamedSharding(mesh, P("data"))
     if batch_size is None:
-        cache = program_cache(fn)
-        tag = ("auto_batch", tuple(xs.shape[1:]), str(xs.dtype), n)
-        if tag not in cache:
-            rows = (jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype), jax.ShapeDtypeStruct((), jnp.int32),
-                    jax.ShapeDtypeStruct((), jnp.int32))
-            cache[tag] = auto_batch_size(fn, rows, n, (key,), multiple=devices) if mesh is None else \
-                -(-min(DEFAULT_BATCH, n) // devices) * devices
-        batch_size = cache[tag]
+        capacity = None
+        if mesh is None:  # the probe is compiled once per (method, input shape), whatever N is
+            cache = program_cache(fn)
+            tag = ("inputs_per_call", tuple(xs.shape[1:]), str(xs.dtype))
+            if tag not in cache:
+                rows = (jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype), jax.ShapeDtypeStruct((), jnp.int32),
+                        jax.ShapeDtypeStruct((), jnp.int32))
+                cache[tag] = inputs_per_call(fn, rows, (key,))
+            capacity = cache[tag]
+        size = min(n, DEFAULT_BATCH if capacity is None else capacity)
+        batch_size = -(-size // devices) * devices
     elif mesh is not None:
         batch_size = -(-batch_size // devices) * devices
     bs = min(batch_size, n) if mesh is None else batch_size
