@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from xai_jax.checks import check_array, check_batch, check_int, check_key, check_mesh, check_targets, num_outputs
+from xai_jax.checks import check_array, check_int, check_key, check_mesh, check_targets, num_outputs
 from xai_jax.distributed import gather_process_shards, spans_processes, to_host
 
 
@@ -137,14 +137,6 @@ def _batched(method: Callable, keyed: bool, mesh, n_classes: int) -> Callable:
     return cache[tag]
 
 
-def validate_batch(xs, targets, num_classes: int | None = None, *,
-                   who: str = "attribute") -> tuple[np.ndarray, np.ndarray]:
-    """Checks a whole batch once: float, finite xs (N >= 1, ...); integer targets (N,) in
-    [0, num_classes)."""
-    xs = np.asarray(check_batch(xs, "xs", who=who))
-    return xs, check_targets(targets, xs.shape[0], num_classes)
-
-
 def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: int | None) -> int:
     """The class count to range-check targets against: from the f the method explains
     (methods built by xai_jax carry it as `method.model_fn`), from `method.num_classes`,
@@ -205,15 +197,16 @@ def inputs_per_call(fn: Callable, example_rows, args: tuple = ()) -> int | None:
     return max(1, int(budget // per_input))
 
 
-def auto_batch_size(fn: Callable, example_rows, n: int, args: tuple = (), multiple: int = 1,
-                    capacity: int | None = None) -> int:
-    """The batch size `attribute` uses by default: min(n, inputs_per_call) (capacity, when
-    already known), DEFAULT_BATCH when XLA gives no figures; rounded up to `multiple` (the
-    device count of a mesh)."""
-    if capacity is None:
-        capacity = inputs_per_call(fn, example_rows, args)
+def _batch_for(n: int, capacity: int | None, multiple: int = 1) -> int:
+    """min(n, capacity) (DEFAULT_BATCH without a capacity), rounded up to `multiple`."""
     size = min(n, DEFAULT_BATCH if capacity is None else capacity)
     return -(-max(1, size) // multiple) * multiple
+
+
+def auto_batch_size(fn: Callable, example_rows, n: int, args: tuple = (), multiple: int = 1) -> int:
+    """The batch size `attribute` uses by default: min(n, inputs_per_call), DEFAULT_BATCH when
+    XLA gives no figures; rounded up to `multiple` (the device count of a mesh)."""
+    return _batch_for(n, inputs_per_call(fn, example_rows, args), multiple)
 
 
 def _check_target_meta(targets, n: int):
@@ -347,8 +340,7 @@ def attribute(
                         jax.ShapeDtypeStruct((), jnp.int32))
                 cache[tag] = inputs_per_call(fn, rows, (key,))
             capacity = cache[tag]
-        size = min(n, DEFAULT_BATCH if capacity is None else capacity)
-        batch_size = -(-size // devices) * devices
+        batch_size = _batch_for(n, capacity, devices)
     elif mesh is not None:
         batch_size = -(-batch_size // devices) * devices
     bs = min(batch_size, n) if mesh is None else batch_size
