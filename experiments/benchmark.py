@@ -66,6 +66,8 @@ import numpy as np  # noqa: E402
 
 import xai_jax as xj  # noqa: E402
 from xai_jax.attribution.feature_masks import sise  # noqa: E402
+from xai_jax.attribution.grad_cam import block_ends  # noqa: E402
+from xai_jax.attribution.layers import LayerModel  # noqa: E402
 from xai_jax.attribution.perturbation import rise  # noqa: E402
 from xai_jax.data.mnist1d import load_mnist1d  # noqa: E402
 from xai_jax.models import mnist1d_cnn, vgg7  # noqa: E402
@@ -189,7 +191,7 @@ def bench_vgg(args, on_gpu: bool) -> list[dict]:
     # SISE on one image, floor: its masked forwards in one batch + one forward+backward
     sfn = sise(model, params)
     t, c, m = timed(sfn, xs[0], ts[0], repeats=args.repeats)
-    n_fwd = sum(sh[-1] for _, sh in xj.attribution.common.resolve_layers(model, params, xs[0], None))
+    n_fwd = sum(r.grid_shape[-1] for r in block_ends(LayerModel(model, params), xs[0]))
     batch = jnp.repeat(xs[:1], n_fwd, axis=0)
     sfloor, _, _ = timed(lambda x, t_: (jax.vmap(f)(x), grad_floor(f, x[:1], t_[None])(x[:1], t_[None])),
                          batch, ts[0], repeats=args.repeats)

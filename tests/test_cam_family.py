@@ -11,6 +11,7 @@ import pytest
 import xai_jax as xj
 from tests.models_small import Tiny2D, init
 from xai_jax.attribution.grad_cam import ABLATION_OFFSET, layer_gradient, principal_projection
+from xai_jax.attribution.layers import LayerModel
 from xai_jax.models.layers import ConvReLU
 
 
@@ -32,6 +33,13 @@ def flat():
     return model, params, xs
 
 
+def _capture(model, params, x, layer):
+    """(logits, the layer's output for one input) through the linen adapter."""
+    lm = LayerModel(model, params)
+    logits, (a,) = lm.run(x, [lm.resolve(x, layer)])
+    return logits, a
+
+
 def _layer(model, params, x, t, layer):
     _, fn = layer_gradient(model, params, layer)
     a, g, _ = fn(x, t)
@@ -50,7 +58,7 @@ def test_hires_and_xgrad_sum_to_the_logit_less_bias_on_a_linear_head(flat):
             np.testing.assert_allclose(float(hires.sum()), y, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(float(xgrad.sum()), y, rtol=1e-3, atol=1e-4)
             # HiResCAM: each position's exact contribution A_i . W_i,t
-            a = np.asarray(xj.attribution.common.apply_with_layers(model, params, x, ["conv_b"])[1][0])[0]
+            a = np.asarray(_capture(model, params, x, "conv_b")[1])
             w = np.asarray(params["dense"]["kernel"])[:, t].reshape(a.shape)
             np.testing.assert_allclose(hires, (a * w).sum(-1), rtol=1e-4, atol=1e-5)
 
@@ -103,16 +111,17 @@ def test_eigen_cam_is_the_first_principal_component_with_our_sign_rule(flat):
 def test_ablation_cam_reruns_the_model_with_each_channel_ablated(flat):
     model, params, xs = flat
     x, t = xs[2], 1
-    logits, acts = xj.attribution.common.apply_with_layers(model, params, x, ["conv_a"])
-    a = np.asarray(acts[0][0])
+    logits, a = _capture(model, params, x, "conv_a")
+    a = np.asarray(a)
     y = float(logits[t])
     fill = 0.0 if a.min() == 0 else a.min() - ABLATION_OFFSET  # post-ReLU: the minimum is 0
     weights = []
     for k in range(a.shape[-1]):
         ablated = a.copy()
         ablated[..., k] = fill
-        delta = jnp.asarray(ablated - a)[None]
-        y_k = float(xj.attribution.common.apply_with_layers(model, params, x, ["conv_a"], [delta])[0][t])
+        delta = jnp.asarray(ablated - a)
+        lm = LayerModel(model, params)
+        y_k = float(lm.run(x, [lm.resolve(x, "conv_a")], [delta])[0][t])
         weights.append((y - y_k) / y)
     want = np.maximum((a * np.asarray(weights)).sum(-1), 0)
     np.testing.assert_allclose(xj.ablation_cam(model, params, "conv_a")(x, t), want, rtol=1e-4, atol=1e-5)
@@ -130,16 +139,17 @@ def test_ablation_fill_below_the_minimum_for_signed_layers():
     model = Signed()
     params = init(model, (8, 1), seed=5)
     x = jax.random.normal(jax.random.key(6), (8, 1))
-    logits, acts = xj.attribution.common.apply_with_layers(model, params, x, ["conv"])
-    a = np.asarray(acts[0][0])
+    logits, a = _capture(model, params, x, "conv")
+    a = np.asarray(a)
     assert a.min() < 0
     y = float(logits[1])
     weights = []
     for k in range(3):
         ablated = a.copy()
         ablated[..., k] = a.min() - ABLATION_OFFSET
-        delta = jnp.asarray(ablated - a)[None]
-        y_k = float(xj.attribution.common.apply_with_layers(model, params, x, ["conv"], [delta])[0][1])
+        delta = jnp.asarray(ablated - a)
+        lm = LayerModel(model, params)
+        y_k = float(lm.run(x, [lm.resolve(x, "conv")], [delta])[0][1])
         weights.append((y - y_k) / y)
     want = (a * np.asarray(weights)).sum(-1)
     np.testing.assert_allclose(xj.ablation_cam(model, params, "conv", relu=False)(x, 1), want, rtol=1e-4, atol=1e-5)

@@ -98,7 +98,7 @@ def test_bad_inputs(study_mnist1d, mnist1d):
     valid = r"valid layers: \['conv1d', 'conv1d_1', 'conv1d_2', 'dense'\]"
     with pytest.raises(ValueError, match=r"layer 'conv9' is not a submodule.*" + valid):
         xj.grad_cam(model, params, "conv9")(x, 0)
-    with pytest.raises(ValueError, match="layer 'dense' outputs shape \\(10,\\) per input, which has no spatial axes"):
+    with pytest.raises(ValueError, match="layer .dense. outputs shape \\(10,\\) per input, which is not a feature map"):
         xj.grad_cam(model, params, "dense")(x, 0)
     with pytest.raises(ValueError, match="target 12 is out of range"):
         xj.grad_cam(model, params)(x, 12)

@@ -2,6 +2,7 @@
 
 from xai_jax.attribution import (
     RULES,
+    Split,
     ablation_cam,
     attribute,
     completeness_delta,
@@ -29,7 +30,7 @@ from xai_jax.attribution import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "RULES", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
+    "RULES", "Split", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
     "ablation_cam", "eigen_cam", "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",

@@ -1,4 +1,4 @@
-from xai_jax.attribution.common import list_layers, model_fn, spatial_map
+from xai_jax.attribution.common import model_fn, spatial_map
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.grad_cam import (
     ablation_cam,
@@ -17,11 +17,12 @@ from xai_jax.attribution.integrated_gradients import (
     integrated_gradients,
     quadrature,
 )
+from xai_jax.attribution.layers import Split, list_layers
 from xai_jax.attribution.perturbation import occlusion, rise
 from xai_jax.batching import attribute
 
 __all__ = [
-    "RULES", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
+    "RULES", "Split", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
     "ablation_cam", "eigen_cam", "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",

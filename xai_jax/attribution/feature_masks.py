@@ -18,30 +18,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xai_jax.attribution.common import (
-    apply_with_layers,
-    check_float,
-    explanation_method,
-    layer_method_prelude,
-    minmax,
-    resolve_layer,
-    resolve_layers,
-    score_transform,
-    upsample,
-)
+from xai_jax.attribution.common import check_float, explanation_method, minmax, score_transform, upsample
+from xai_jax.attribution.grad_cam import layer_access
 from xai_jax.checks import check_optional_int
 
 
-def masked_scores(f, x: jax.Array, masks: jax.Array, target, score_fn, chunk_size: int | None) -> jax.Array:
-    """score_fn(f(x * m))[target] for each mask m (n, *spatial), vmapped in chunks."""
-    one = lambda m: score_fn(f(x * m[..., None]))[target]  # noqa: E731
+def masked_scores(f, x: jax.Array, masks: jax.Array, target, score_fn, chunk_size: int | None,
+                  expand: Callable | None = None) -> jax.Array:
+    """score_fn(f(x * m))[target] for each mask m (n, *spatial), vmapped in chunks; expand
+    puts the channel axis into a mask (default: channels last)."""
+    expand = expand or (lambda m, x: m[..., None])
+    one = lambda m: score_fn(f(x * expand(m, x)))[target]  # noqa: E731
     if chunk_size is None or chunk_size >= masks.shape[0]:
         return jax.vmap(one)(masks)
     return jax.lax.map(one, masks, batch_size=chunk_size)
@@ -54,28 +47,27 @@ def _channel_masks(a: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
     return minmax(up, axes=tuple(range(1, up.ndim)))
 
 
-def score_cam(model: nn.Module, params: Any, layer: str | None = None, *, score: str = "softmax",
-              baseline: float = 0.0, relu: bool = True, chunk_size: int | None = None,
-              precision: str | None = None):
-    """Returns cam(x, target) -> map with x's spatial shape (grad_cam's call shape)."""
+def score_cam(model: Any, params: Any = None, layer: Any = None, *, score: str = "softmax", baseline: float = 0.0,
+              relu: bool = True, chunk_size: int | None = None, channel_axis: int | None = None,
+              reshape: Callable | None = None, precision: str | None = None):
+    """Returns cam(x, target) -> map with x's spatial shape (grad_cam's call shape: model,
+    params, layer, channel_axis and reshape as there)."""
     s = score_transform(score)
     baseline = check_float(baseline, "baseline")
     chunk_size = check_optional_int(chunk_size, "chunk_size")
-    if layer is not None and not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer path (str) or None, got {type(layer).__name__} {layer!r}")
-    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
+    lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "score_cam")
+    f = lm.f
 
     def cam(x, target):
-        name, _ = layers_for(x)
-        _, (a,) = apply_with_layers(model, params, x, [name])
-        a = a[0]
-        masks = _channel_masks(a, x.shape[:-1])
+        _, (a,) = lm.run(x, [layer_for(x)])
+        spatial = lm.spatial(x)
+        masks = _channel_masks(a, spatial)
         # x * 0 + baseline (not a constant) keeps XLA from constant-folding a whole forward pass
-        alpha = masked_scores(f, x, masks, target, s, chunk_size) - s(f(x * 0.0 + baseline))[target]
+        alpha = masked_scores(f, x, masks, target, s, chunk_size, lm.expand) - s(f(x * 0.0 + baseline))[target]
         m = (a * alpha).sum(-1)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, x.shape[:-1])
+        return upsample(m, spatial)
 
     return explanation_method(cam, f, name="score_cam", precision=precision)
 
@@ -95,35 +87,37 @@ def otsu_threshold(v: jax.Array, bins: int = 256) -> jax.Array:
     return (jnp.argmax(between) + 1.0) / bins
 
 
-def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, threshold: float = 0.0,
-         score: str = "softmax", chunk_size: int | None = None, precision: str | None = None):
+def sise(model: Any, params: Any = None, layers: Sequence[Any] | None = None, *, threshold: float = 0.0,
+         score: str = "softmax", chunk_size: int | None = None, channel_axis: int | None = None,
+         reshape: Callable | None = None, precision: str | None = None):
     """Returns sise_fn(x, target) -> map in [0, 1] with x's spatial shape.
 
-    layers: layer paths, low to high; None: the last convolution at each resolution.
-    threshold: keep feature maps whose mean gradient exceeds it.
+    model, params: as for grad_cam. layers: a list of layers in the model's form (linen or
+    NNX paths, Equinox where functions), low to high; None: the last convolution at each
+    spatial resolution. A Split has one feature map, so SISE on it uses that one layer
+    (phases 1-3 only; nothing to fuse). threshold: keep feature maps whose mean gradient
+    exceeds it. channel_axis, reshape: as for grad_cam (reshape applies to every layer).
     """
     s = score_transform(score)
     threshold = check_float(threshold, "threshold")
     chunk_size = check_optional_int(chunk_size, "chunk_size")
-    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layers(model, params, x, layers))
+    lm, layers_for = layer_access(model, params, layers, channel_axis, reshape, "sise", many=True)
+    f = lm.f
 
     def sise_fn(x, target):
         resolved = layers_for(x)
-        names = [n for n, _ in resolved]
-        shapes = [sh for _, sh in resolved]
-        spatial = x.shape[:-1]
+        spatial = lm.spatial(x)
 
         def score_of(deltas):
-            logits, acts = apply_with_layers(model, params, x, names, deltas)
-            return s(logits)[target], acts
+            logits, grids = lm.run(x, resolved, deltas)
+            return s(logits)[target], grids
 
-        grads, acts = jax.grad(score_of, has_aux=True)([jnp.zeros(sh, x.dtype) for sh in shapes])
+        grads, acts = jax.grad(score_of, has_aux=True)([jnp.zeros(r.grid_shape, x.dtype) for r in resolved])
         fused = None
         for a, g in zip(acts, grads):
-            a, g = a[0], g[0]
             keep = g.mean(tuple(range(g.ndim - 1))) > threshold  # (K,)
             masks = _channel_masks(a, spatial)
-            scores = masked_scores(f, x, masks, target, s, chunk_size)
+            scores = masked_scores(f, x, masks, target, s, chunk_size, lm.expand)
             v = minmax(jnp.tensordot(jnp.where(keep, scores, 0.0), masks, axes=1))
             if fused is None:
                 fused = v
@@ -133,5 +127,3 @@ def sise(model: nn.Module, params: Any, layers: Sequence[str] | None = None, *, 
         return fused
 
     return explanation_method(sise_fn, f, name="sise", precision=precision)
-
-

@@ -29,10 +29,16 @@ and the maps that weight each position, not each channel:
 Every map is upsampled (linear) from the layer's grid to the input's spatial shape;
 relu=False keeps negative evidence (the element-wise map has no final ReLU to drop).
 
-The layer's output is captured, and the gradient taken with respect to it, through
-`flax.linen.intercept_methods`: no hooks or changes inside the user's model. Note that a
-plain nn.Conv's output is pre-activation; the bundled models use ConvReLU so that, as in
-Keras, a conv layer's output is the post-ReLU feature map.
+Every method takes the model as the user has it (xai_jax.attribution.layers):
+    grad_cam(linen_module, params, layer="block/conv")
+    grad_cam(nnx_module, layer="blocks.2.conv")
+    grad_cam(eqx_module, layer=lambda m: m.layers[3])       # channels first, one input
+    grad_cam(xai_jax.Split(features, head))                 # any model, split at a layer
+with channel_axis= (the input's and the layer's channel axis; -1, or 0 for Equinox) and
+reshape= (a layer output -> (spatial..., K) grid, e.g. ViT tokens). The layer's output is
+captured, and the gradient taken with respect to it, without hooks or changes inside the
+user's model. Note that a plain conv's output is pre-activation; the bundled linen models
+use ConvReLU so that, as in Keras, a conv layer's output is the post-ReLU feature map.
 """
 
 from __future__ import annotations
@@ -40,46 +46,72 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xai_jax.attribution.common import (
-    apply_with_layers,
-    explanation_method,
-    layer_method_prelude,
-    resolve_layer,
-    score_transform,
-    upsample,
-)
+from xai_jax.attribution.common import explanation_method, score_transform, upsample
+from xai_jax.attribution.layers import LayerModel
+
+Method = Callable[[jax.Array, jax.Array], jax.Array]
+def layer_access(model, params, layer, channel_axis, reshape, who: str, many: bool = False):
+    """(LayerModel, layers_for): layers_for(x) resolves the layer (or, with many=True, the
+    list of layers) once per input shape."""
+    lm = LayerModel(model, params, channel_axis=channel_axis, reshape=reshape, who=who)
+    if many:
+        if layer is not None and (isinstance(layer, str) or callable(layer) or len(layer) == 0):
+            raise ValueError(f"layers must be a non-empty list of layers, or None; got {layer!r}")
+    elif layer is not None:
+        lm.adapter.check_layer(layer)
+    cache: dict = {}
+
+    def layers_for(x):
+        key = (tuple(x.shape), str(x.dtype))
+        if key not in cache:
+            cache[key] = (block_ends(lm, x) if layer is None else [lm.resolve(x, one) for one in layer]) if many \
+                else lm.resolve(x, layer)
+        return cache[key]
+
+    return lm, layers_for
 
 
-def layer_gradient(model: nn.Module, params: Any, layer: str | None, score: str = "logit"):
-    """Returns (f, fn): fn(x, target) -> (A, dy/dA, logits finite), A and dy/dA (layer
-    spatial..., K), for one unbatched x (inputs unchecked: the public methods check them)."""
+def block_ends(lm: LayerModel, x):
+    """The last convolution at each spatial resolution (SISE's default layers), in call order."""
+    if lm.kind == "Split":
+        return [lm.resolve(x, None)]
+    found = [e for e in lm.entries(x) if e.is_conv and len(e.shape) == x.ndim]
+    axis = lm.channel_axis
+    spatial = [tuple(s for i, s in enumerate(e.shape) if i != axis % len(e.shape)) for e in found]
+    ends = [e for i, e in enumerate(found) if i + 1 == len(found) or spatial[i + 1] != spatial[i]]
+    if not ends:
+        raise ValueError("layers=None found no convolution with spatial axes in the model")
+    return [lm.as_grid(e, x) for e in ends]
+
+
+def layer_gradient(model, params=None, layer=None, score: str = "logit", *, channel_axis=None, reshape=None,
+                   who: str = "layer_gradient"):
+    """Returns (lm, fn): fn(x, target) -> (A, dy/dA, logits finite), A and dy/dA the layer's
+    grid (spatial..., K), for one unbatched x (inputs unchecked: the public methods check them)."""
     s = score_transform(score)
-    if layer is not None and not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer path (str) or None, got {type(layer).__name__} {layer!r}")
-    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
+    lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, who)
 
     def fn(x, target):
-        name, shape = layers_for(x)
+        resolved = layer_for(x)
 
         def score_of(delta):
-            logits, acts = apply_with_layers(model, params, x, [name], [delta])
-            return s(logits)[target], (acts[0], jnp.isfinite(logits).all())
+            logits, grids = lm.run(x, [resolved], [delta])
+            return s(logits)[target], (grids[0], jnp.isfinite(logits).all())
 
-        g, (a, finite) = jax.grad(score_of, has_aux=True)(jnp.zeros(shape, x.dtype))
-        return a[0], g[0], finite
+        g, (a, finite) = jax.grad(score_of, has_aux=True)(jnp.zeros(resolved.grid_shape, x.dtype))
+        return a, g, finite
 
-    return f, fn
+    return lm, fn
 
 
-def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str, name: str, precision: str | None,
-         combine: Callable | None = None):
+def _cam(weights_fn: Callable | None, model, params, layer, relu: bool, score: str, name: str, precision: str | None,
+         channel_axis, reshape, combine: Callable | None = None) -> Method:
     """A gradient CAM: map = sum_k weights_fn(A, g)_k A^k, or combine(A, g) for the maps that
     weight each position; then the optional ReLU and the upsampling."""
-    f, grads = layer_gradient(model, params, layer, score)
+    lm, grads = layer_gradient(model, params, layer, score, channel_axis=channel_axis, reshape=reshape, who=name)
 
     def cam(x, target):
         a, g, finite = grads(x, target)
@@ -87,9 +119,9 @@ def _cam(weights_fn: Callable, model, params, layer, relu: bool, score: str, nam
         m = combine(a, g) if combine is not None else (a * weights_fn(a, g, spatial_axes)).sum(-1)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, x.shape[:-1]), finite
+        return upsample(m, lm.spatial(x)), finite
 
-    return explanation_method(cam, f, name=name, reports_scores=True, precision=precision)
+    return explanation_method(cam, lm.f, name=name, reports_scores=True, precision=precision)
 
 
 def _grad_cam_weights(a, g, axes):
@@ -103,57 +135,68 @@ def _grad_cam_pp_weights(a, g, axes):
     return (jax.nn.relu(g) * alpha).sum(axes)
 
 
-def grad_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True,
-             score: str = "logit", precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """Returns cam(x, target) -> heatmap with x's spatial shape (x.shape[:-1]).
+def grad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
+             channel_axis: int | None = None, reshape: Callable | None = None,
+             precision: str | None = None) -> Method:
+    """Returns cam(x, target) -> heatmap with x's spatial shape (x without its channel axis).
 
-    model: a linen module applied as model.apply({"params": params}, x_batched) -> logits.
-    layer: a submodule path such as "conv1d_2" or "block/Conv_0"; None picks the last
-      convolution. relu: apply the final ReLU (False keeps negative evidence).
+    model, params, layer: the model as the user has it (see xai_jax.attribution.layers): a
+      flax.linen module with its params and a layer path ("block/conv"); a Flax NNX
+      module and an attribute path (layer="blocks.2.conv"); an Equinox module and a where
+      function (layer=lambda m: m.layers[3]); or an xai_jax.Split(features, head)
+      (layer=None). layer=None picks the last convolution.
+    channel_axis: the channel axis of x and of the layer's output (None: -1, or 0 for
+      Equinox). reshape: a function layer output -> (spatial..., channels) grid.
+    relu: apply the final ReLU (False keeps negative evidence).
     score: "logit" (default), "softmax" (the study) or "log_softmax".
     precision: None (JAX's default) or "default" / "high" / "highest", applied with
       jax.default_matmul_precision while the method is traced (see explanation_method).
     """
-    return _cam(_grad_cam_weights, model, params, layer, relu, score, "grad_cam", precision)
+    return _cam(_grad_cam_weights, model, params, layer, relu, score, "grad_cam", precision, channel_axis, reshape)
 
 
-def grad_cam_plus_plus(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True,
-                       score: str = "logit",
-                       precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def grad_cam_plus_plus(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True,
+                       score: str = "logit", channel_axis: int | None = None, reshape: Callable | None = None,
+                       precision: str | None = None) -> Method:
     """Grad-CAM++ with grad_cam's call shape."""
-    return _cam(_grad_cam_pp_weights, model, params, layer, relu, score, "grad_cam_plus_plus", precision)
+    return _cam(_grad_cam_pp_weights, model, params, layer, relu, score, "grad_cam_plus_plus", precision,
+                channel_axis, reshape)
 
 
 def _xgrad_cam_weights(a, g, axes):
     return (g * a).sum(axes) / (a.sum(axes) + 1e-7)
 
 
-def xgrad_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True, score: str = "logit",
-              precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def xgrad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
+              channel_axis: int | None = None, reshape: Callable | None = None,
+              precision: str | None = None) -> Method:
     """XGrad-CAM (Fu et al. 2020): w_k = sum_ij g A / (sum_ij A + 1e-7), grad_cam's call shape.
     Where the head after the layer is linear, sum_ij of the map before its ReLU is y - bias."""
-    return _cam(_xgrad_cam_weights, model, params, layer, relu, score, "xgrad_cam", precision)
+    return _cam(_xgrad_cam_weights, model, params, layer, relu, score, "xgrad_cam", precision, channel_axis, reshape)
 
 
-def hires_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True, score: str = "logit",
-              precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def hires_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
+              channel_axis: int | None = None, reshape: Callable | None = None,
+              precision: str | None = None) -> Method:
     """HiResCAM (Draelos & Carin 2020): ReLU(sum_k g^k * A^k), grad_cam's call shape. Where the
     head is linear, each position's value is its exact contribution to y - bias."""
-    return _cam(None, model, params, layer, relu, score, "hires_cam", precision,
+    return _cam(None, model, params, layer, relu, score, "hires_cam", precision, channel_axis, reshape,
                 combine=lambda a, g: (g * a).sum(-1))
 
 
-def grad_cam_element_wise(model: nn.Module, params: Any, layer: str | None = None, *, score: str = "logit",
-                          precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def grad_cam_element_wise(model: Any, params: Any = None, layer: Any = None, *, score: str = "logit",
+                          channel_axis: int | None = None, reshape: Callable | None = None,
+                          precision: str | None = None) -> Method:
     """Element-wise Grad-CAM (pytorch-grad-cam's GradCAMElementWise; no paper): sum_k ReLU(g^k A^k)."""
-    return _cam(None, model, params, layer, False, score, "grad_cam_element_wise", precision,
+    return _cam(None, model, params, layer, False, score, "grad_cam_element_wise", precision, channel_axis, reshape,
                 combine=lambda a, g: jax.nn.relu(g * a).sum(-1))
 
 
-def layer_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True, score: str = "logit",
-              precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def layer_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
+              channel_axis: int | None = None, reshape: Callable | None = None,
+              precision: str | None = None) -> Method:
     """LayerCAM (Jiang et al. 2021): ReLU(sum_k ReLU(g^k) * A^k), grad_cam's call shape."""
-    return _cam(None, model, params, layer, relu, score, "layer_cam", precision,
+    return _cam(None, model, params, layer, relu, score, "layer_cam", precision, channel_axis, reshape,
                 combine=lambda a, g: (jax.nn.relu(g) * a).sum(-1))
 
 
@@ -170,30 +213,30 @@ def principal_projection(a: jax.Array) -> jax.Array:
     return (sign * projection).reshape(a.shape[:-1])
 
 
-def eigen_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True,
-              precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def eigen_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True,
+              channel_axis: int | None = None, reshape: Callable | None = None,
+              precision: str | None = None) -> Method:
     """EigenCAM (Muhammad & Yeasin 2020): the first principal component of the layer's
     feature map, class-agnostic (the target is checked, not used); grad_cam's call shape."""
-    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
+    lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "eigen_cam")
 
     def cam(x, target):
         del target
-        name, _ = layers_for(x)
-        logits, acts = apply_with_layers(model, params, x, [name])
-        m = principal_projection(acts[0][0])
+        logits, (a,) = lm.run(x, [layer_for(x)])
+        m = principal_projection(a)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, x.shape[:-1]), jnp.isfinite(logits).all()
+        return upsample(m, lm.spatial(x)), jnp.isfinite(logits).all()
 
-    return explanation_method(cam, f, name="eigen_cam", reports_scores=True, precision=precision)
+    return explanation_method(cam, lm.f, name="eigen_cam", reports_scores=True, precision=precision)
 
 
 ABLATION_OFFSET = 1e7  # pytorch-grad-cam's AblationLayer: min - 1e7 where the layer's minimum is not 0
 
 
-def ablation_cam(model: nn.Module, params: Any, layer: str | None = None, *, relu: bool = True,
-                 score: str = "logit", chunk_size: int | None = None,
-                 precision: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
+                 chunk_size: int | None = None, channel_axis: int | None = None, reshape: Callable | None = None,
+                 precision: str | None = None) -> Method:
     """AblationCAM (Desai & Ramaswamy 2020), as pytorch-grad-cam 1.5.7 computes it: channel
     k of the layer is ablated (set to 0 when the layer's minimum is 0, e.g. after a ReLU,
     else to min(A) - 1e7), the model rerun from the input, and w_k = (y - y_k) / y with y
@@ -202,26 +245,26 @@ def ablation_cam(model: nn.Module, params: Any, layer: str | None = None, *, rel
     s = score_transform(score)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    f, layers_for = layer_method_prelude(model, params, lambda x: resolve_layer(model, params, x, layer))
+    lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "ablation_cam")
 
     def cam(x, target):
-        name, shape = layers_for(x)
-        logits, acts = apply_with_layers(model, params, x, [name])
-        a = acts[0]  # (1, spatial..., K)
+        resolved = layer_for(x)
+        logits, (a,) = lm.run(x, [resolved])  # a: (spatial..., K)
         y = s(logits)[target]
         fill = jnp.where(a.min() == 0, 0.0, a.min() - ABLATION_OFFSET)
 
         def ablated_score(k):
             delta = jnp.where(jnp.arange(a.shape[-1]) == k, fill - a, 0.0)  # channel k replaced by fill
-            return s(apply_with_layers(model, params, x, [name], [delta])[0])[target]
+            return s(lm.run(x, [resolved], [delta])[0])[target]
 
         channels = jnp.arange(a.shape[-1])
         y_k = jax.vmap(ablated_score)(channels) if chunk_size is None else \
             jax.lax.map(ablated_score, channels, batch_size=chunk_size)
         w = (y - y_k) / y
-        m = (a[0] * w).sum(-1)
+        m = (a * w).sum(-1)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, x.shape[:-1]), jnp.isfinite(logits).all()
+        return upsample(m, lm.spatial(x)), jnp.isfinite(logits).all()
 
-    return explanation_method(cam, f, name="ablation_cam", reports_scores=True, precision=precision)
+    return explanation_method(cam, lm.f, name="ablation_cam", reports_scores=True, precision=precision)
+

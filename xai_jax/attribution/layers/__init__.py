@@ -1,0 +1,215 @@
+"""One layer API for every framework: the model as the user has it, read at one layer.
+
+`layer_model(model, params, channel_axis=, reshape=)` wraps
+- a flax.linen module with its params (layer: a path "block/conv"), applied to batches;
+- a Flax NNX module (layer: an attribute path "blocks.2.conv"), called on batches;
+- an Equinox module (layer: a where function lambda m: m.layers[3]), called on ONE input;
+- a `Split(features, head)` (layer: None), for one input;
+with one small capture mechanism per framework, each in its own file. Every method that
+reads a layer (the CAM family, Score-CAM, SISE) goes through it, so the maps are the
+same whichever framework holds the weights.
+
+Layouts. `channel_axis` is the channel axis of the input and of the layer's output: -1 by
+default, 0 for Equinox models (channels first, as its layers are). The methods see the
+layer as a grid (spatial..., K), and maps have the input's spatial shape (the input's
+shape without its channel axis). `reshape` maps a layer's output to such a grid when it
+is not one, e.g. ViT tokens (1 + h*w, D) -> (h, w, D) after dropping the class token. It
+must only rearrange values (select, reshape, transpose): it is applied to the gradients
+too, through its linear transpose. A wrong layout is caught where the model tells: the
+input's channel count against the first convolution's, the layer's against its own
+output channels, and the grid's rank against the input's spatial rank.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from xai_jax.attribution.layers.entry import Entry
+from xai_jax.attribution.layers.split import Split
+from xai_jax.checks import check_int
+
+__all__ = ["Entry", "LayerModel", "ResolvedLayer", "Split", "layer_model", "list_layers"]
+
+
+def _is_equinox(model: Any) -> bool:
+    eqx = sys.modules.get("equinox")  # an Equinox model exists only once equinox is imported
+    return eqx is not None and isinstance(model, eqx.Module)
+
+
+def _kind_name(model: Any) -> str:
+    return f"{type(model).__module__}.{type(model).__name__}"
+
+
+def _adapter(model: Any, params: Any, who: str):
+    if isinstance(model, nn.Module):
+        if params is None:
+            raise TypeError(f"{who}: a flax.linen module needs its params: {who}(model, params, layer=...)")
+        from xai_jax.attribution.layers.linen import LinenLayers
+        return LinenLayers(model, params)
+    kind = ("a Split" if isinstance(model, Split) else "an NNX module" if isinstance(model, nnx.Module)
+            else "an Equinox module" if _is_equinox(model) else None)
+    if kind is None:
+        raise TypeError(f"{who}: model must be a flax.linen module (with params), a Flax NNX module, an Equinox "
+                        f"module or an xai_jax.Split(features, head); got {_kind_name(model)}")
+    if params is not None:
+        hint = (f"; pass the layer by keyword: {who}(model, layer={params!r})" if isinstance(params, str) else "")
+        raise TypeError(f"{who}: params is given only for flax.linen models; model is {kind} "
+                        f"({type(model).__name__}), which holds its own weights, so params must be None{hint}")
+    if isinstance(model, Split):
+        from xai_jax.attribution.layers.split import SplitLayers
+        return SplitLayers(model)
+    if isinstance(model, nnx.Module):
+        from xai_jax.attribution.layers.nnx import NnxLayers
+        return NnxLayers(model)
+    from xai_jax.attribution.layers.equinox import EquinoxLayers
+    return EquinoxLayers(model)
+
+
+class ResolvedLayer(NamedTuple):
+    entry: Entry
+    grid_shape: tuple[int, ...]             # (spatial..., K)
+    to_grid: Callable[[jax.Array], jax.Array]
+    from_grid: Callable[[jax.Array], jax.Array]  # the linear transpose of to_grid (for deltas)
+
+
+class LayerModel:
+    """A model with layer access, in one layout. f(x): class scores of one unbatched x."""
+
+    def __init__(self, model: Any, params: Any = None, *, channel_axis: int | None = None,
+                 reshape: Callable | None = None, who: str = "this method"):
+        self.adapter = _adapter(model, params, who)
+        self.who = who
+        if channel_axis is None:
+            channel_axis = 0 if self.adapter.kind == "Equinox" else -1
+        self.channel_axis = check_int(channel_axis, "channel_axis")
+        if reshape is not None and not callable(reshape):
+            raise TypeError(f"reshape must be a function layer output -> (spatial..., channels) grid, or None; "
+                            f"got {type(reshape).__name__} {reshape!r}")
+        self.reshape = reshape
+        self.f = self.adapter.f
+        self._checked_inputs: set = set()
+
+    @property
+    def kind(self) -> str:
+        return self.adapter.kind
+
+    # ------------------------------------------------------------------ the input's layout
+    def _axis(self, ndim: int, name: str = "x") -> int:
+        if not -ndim <= self.channel_axis < ndim:
+            raise ValueError(f"channel_axis={self.channel_axis} is out of range for {name} of rank {ndim}")
+        return self.channel_axis % ndim
+
+    def check_input(self, x: jax.Array) -> None:
+        """x's rank and channel count against the layout (static; once per shape)."""
+        key = (tuple(x.shape), str(x.dtype))
+        if key in self._checked_inputs:
+            return
+        if x.ndim < 2:
+            raise ValueError(f"x must have a channel axis and at least one spatial axis, got shape {tuple(x.shape)}")
+        axis = self._axis(x.ndim)
+        expected = self.adapter.input_channels()
+        if expected is not None and x.shape[axis] != expected:
+            raise ValueError(
+                f"channel_axis={self.channel_axis} reads {x.shape[axis]} channels from x of shape {tuple(x.shape)}, "
+                f"but the model's first convolution takes {expected} input channels: is the layout "
+                f"{'channels-first (channel_axis=0)' if axis != 0 else 'channels-last (channel_axis=-1)'}?")
+        self._checked_inputs.add(key)
+
+    def spatial(self, x: jax.Array) -> tuple[int, ...]:
+        axis = self._axis(x.ndim)
+        return tuple(s for i, s in enumerate(x.shape) if i != axis)
+
+    def expand(self, mask: jax.Array, x: jax.Array) -> jax.Array:
+        """A map with x's spatial shape (leading axes allowed) broadcastable against x."""
+        return jnp.expand_dims(mask, mask.ndim - (x.ndim - 1) + self._axis(x.ndim))
+
+    # ------------------------------------------------------------------ layers
+    def entries(self, x: jax.Array) -> list[Entry]:
+        self.check_input(x)
+        return self.adapter.entries(tuple(x.shape), x.dtype)
+
+    def resolve(self, x: jax.Array, layer: Any) -> ResolvedLayer:
+        """The layer as a grid, checked against x's layout. layer=None: the framework's default."""
+        self.check_input(x)
+        if layer is not None:
+            self.adapter.check_layer(layer)
+        entry = self.adapter.resolve(layer, tuple(x.shape), x.dtype)
+        return self.as_grid(entry, x)
+
+    def as_grid(self, entry: Entry, x: jax.Array) -> ResolvedLayer:
+        spatial_rank = x.ndim - 1
+        native = jax.ShapeDtypeStruct(entry.shape, x.dtype)
+        if self.reshape is not None:
+            try:
+                grid = jax.eval_shape(self.reshape, native)
+            except Exception as e:
+                raise ValueError(f"reshape failed on layer {entry.name!r}'s output of shape {entry.shape}: "
+                                 f"{type(e).__name__}: {e}") from e
+            if not hasattr(grid, "shape") or len(grid.shape) != spatial_rank + 1:
+                raise ValueError(f"reshape must map layer {entry.name!r}'s output {entry.shape} to a grid (spatial..., "
+                                 f"channels) with as many spatial axes as x ({spatial_rank}); got "
+                                 f"{getattr(grid, 'shape', type(grid).__name__)}")
+            to_grid = self.reshape
+            try:
+                transpose = jax.linear_transpose(to_grid, native)
+            except Exception as e:
+                raise ValueError(f"reshape must only rearrange values (select, reshape, transpose), since it is "
+                                 f"applied to gradients too; its linear transpose failed: {type(e).__name__}: "
+                                 f"{e}") from e
+        else:
+            if len(entry.shape) != spatial_rank + 1:
+                raise ValueError(
+                    f"layer {entry.name!r} outputs shape {entry.shape} per input, which is not a feature map "
+                    f"(spatial..., channels) with as many spatial axes as x of shape {tuple(x.shape)}; name a "
+                    f"convolution, or pass reshape= to turn its output into a grid")
+            axis = self.channel_axis % len(entry.shape) if -len(entry.shape) <= self.channel_axis < len(entry.shape) \
+                else None
+            if axis is None:
+                raise ValueError(f"channel_axis={self.channel_axis} is out of range for layer {entry.name!r}'s "
+                                 f"output of shape {entry.shape}")
+            if entry.out_channels is not None and entry.shape[axis] != entry.out_channels:
+                raise ValueError(
+                    f"channel_axis={self.channel_axis} reads {entry.shape[axis]} channels from layer {entry.name!r}'s "
+                    f"output of shape {entry.shape}, but that {entry.module_class} has {entry.out_channels} output "
+                    f"channels: the layout does not match the model")
+
+            def to_grid(a, axis=axis):
+                return jnp.moveaxis(a, axis, -1)
+
+            transpose = jax.linear_transpose(to_grid, native)
+            grid = jax.eval_shape(to_grid, native)
+        return ResolvedLayer(entry, tuple(grid.shape), to_grid, lambda d: transpose(d)[0])
+
+    def run(self, x: jax.Array, layers: list[ResolvedLayer], grid_deltas: list[jax.Array] | None = None):
+        """(logits, [grids]) for one unbatched x, with grid_deltas added to the layers' outputs
+        (so that the gradient with respect to a delta is the gradient with respect to the grid)."""
+        native = None if grid_deltas is None else [r.from_grid(d) for r, d in zip(layers, grid_deltas)]
+        logits, acts = self.adapter.run(x, [r.entry.handle for r in layers], native)
+        return logits, [r.to_grid(a) for r, a in zip(layers, acts)]
+
+
+def layer_model(model: Any, params: Any = None, *, channel_axis: int | None = None, reshape: Callable | None = None,
+                who: str = "this method") -> LayerModel:
+    return LayerModel(model, params, channel_axis=channel_axis, reshape=reshape, who=who)
+
+
+def list_layers(model: Any, params: Any = None, x: jax.Array | None = None, *,
+                channel_axis: int | None = None) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, module class, output shape for one input) of every layer the model calls on x,
+    in the framework's order (call order for linen and NNX, tree order for Equinox). The
+    name is what `layer=` takes: a path for linen and NNX; for Equinox, the path that a
+    where function would follow (e.g. "layers[3]"). x: one unbatched input."""
+    from xai_jax.checks import check_array
+    if x is None:
+        raise TypeError("list_layers needs x, one unbatched input: list_layers(model, params, x) for linen, "
+                        "list_layers(model, x=x) otherwise")
+    lm = LayerModel(model, params, channel_axis=channel_axis, who="list_layers")
+    x = check_array(x, "x")
+    return [(e.name, e.module_class, e.shape) for e in lm.entries(jnp.asarray(x))]

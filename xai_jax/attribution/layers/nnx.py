@@ -1,0 +1,125 @@
+"""Layer access for Flax NNX modules.
+
+The module is called on batches, like linen: model(x[None])[0]. A layer is an attribute
+path such as "blocks.2.conv" (list items by index). The model runs in inference mode: a
+copy made with `nnx.view(deterministic=True, use_running_average=True)` (dropout off,
+BatchNorm on its running statistics); the caller's module is never changed.
+
+Capture: inside each traced call the module is rebuilt with `nnx.merge`, and the chosen
+submodules of that fresh copy get a subclass whose __call__ reports (and may shift) the
+output; no hooks in the user's classes. Layers are listed in call order; layer=None picks
+the last `nnx.Conv` in `nnx.iter_modules` order (the module tree's order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+
+from xai_jax.attribution.layers.entry import Entry, find_named
+
+_HOOKED: dict[type, type] = {}
+_ACTIVE: dict[int, object] = {}  # id(module copy) -> callback(out) -> out, only during a run
+
+
+def _hooked_class(cls: type) -> type:
+    if cls not in _HOOKED:
+        def __call__(self, *args, **kwargs):  # noqa: N807
+            out = cls.__call__(self, *args, **kwargs)
+            hook = _ACTIVE.get(id(self))
+            return out if hook is None else hook(out)
+
+        _HOOKED[cls] = type(f"Captured{cls.__name__}", (cls,), {"__call__": __call__})
+    return _HOOKED[cls]
+
+
+def _name(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+class NnxLayers:
+    kind = "Flax NNX"
+    layer_form = "an attribute path such as 'blocks.2.conv' (str)"
+
+    def __init__(self, model: nnx.Module):
+        view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+        self.graphdef, self.state = nnx.split(view)
+        self.tree_order = [_name(p) for p, m in nnx.iter_modules(view) if p]
+        self.first_conv = next((m for p, m in nnx.iter_modules(view) if p and isinstance(m, nnx.Conv)), None)
+
+    def f(self, x):
+        return nnx.merge(self.graphdef, self.state)(x[None])[0]
+
+    def input_channels(self) -> int | None:
+        return None if self.first_conv is None else self.first_conv.in_features
+
+    def _call(self, x, hooks: dict[str, object]):
+        model = nnx.merge(self.graphdef, self.state)
+        modules = {_name(p): m for p, m in nnx.iter_modules(model) if p}
+        try:
+            for name, hook in hooks.items():
+                m = modules[name]
+                object.__setattr__(m, "__class__", _hooked_class(type(m)))
+                _ACTIVE[id(m)] = hook
+            return model(x[None])[0]
+        finally:
+            for name in hooks:
+                _ACTIVE.pop(id(modules[name]), None)
+
+    def entries(self, x_shape: tuple[int, ...], dtype) -> list[Entry]:
+        found: dict[str, tuple] = {}
+
+        def recorder(name):
+            def hook(out):
+                if hasattr(out, "shape") and name not in found:
+                    found[name] = (len(found), tuple(out.shape[1:]))
+                return out
+            return hook
+
+        try:
+            jax.eval_shape(lambda x: self._call(x, {n: recorder(n) for n in self.tree_order}),
+                           jax.ShapeDtypeStruct(x_shape, dtype))
+        except Exception as e:
+            raise ValueError(f"the NNX module cannot take x of shape {x_shape} (called as model(x[None]) on one "
+                             f"input): {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
+        modules = dict(nnx.iter_modules(nnx.merge(self.graphdef, self.state)))
+        by_name = {_name(p): m for p, m in modules.items() if p}
+        out = []  # in the order the calls return (an inner module before its parent), as for linen
+        for name, (_, shape) in sorted(found.items(), key=lambda kv: kv[1][0]):
+            m = by_name[name]
+            channels = m.out_features if isinstance(m, nnx.Conv) else None
+            out.append(Entry(name, type(m).__name__, shape, name, isinstance(m, nnx.Conv), channels))
+        return out
+
+    def check_layer(self, layer) -> None:
+        if not isinstance(layer, str):
+            raise TypeError(f"layer must be an attribute path (str) such as 'blocks.2.conv', or None, for an NNX "
+                            f"module; got {type(layer).__name__} {layer!r}")
+
+    def resolve(self, layer: str | None, x_shape: tuple[int, ...], dtype) -> Entry:
+        """The layer's entry; None: the last nnx.Conv in nnx.iter_modules order that the model calls."""
+        entries = self.entries(x_shape, dtype)
+        if layer is None:
+            order = {name: i for i, name in enumerate(self.tree_order)}
+            convs = [e for e in entries if e.is_conv]
+            if not convs:
+                raise ValueError(f"layer=None found no nnx.Conv that the module calls; name one of "
+                                 f"{[e.name for e in entries]}")
+            return max(convs, key=lambda e: order[e.name])
+        return find_named(layer, entries, "an NNX module")
+
+    def run(self, x: jax.Array, handles: Sequence[str], deltas: Sequence[jax.Array] | None = None):
+        captured: dict[str, jax.Array] = {}
+
+        def hook_for(i, name):
+            def hook(out):
+                if name in captured:  # a module called twice is read at its first call
+                    return out
+                captured[name] = out[0]
+                return out if deltas is None else out + deltas[i][None]
+            return hook
+
+        logits = self._call(x, {name: hook_for(i, name) for i, name in enumerate(handles)})
+        return logits, [captured[name] for name in handles]
