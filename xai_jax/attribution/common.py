@@ -59,7 +59,8 @@ def output_size(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
 
 
 def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False, name: str | None = None,
-                       reports_scores: bool = False, precision: str | None = None) -> Callable:
+                       reports_scores: bool = False, precision: str | None = None,
+                       check_input: Callable | None = None) -> Callable:
     """Wraps fn(x, target[, key]) -> map(s) into a public method with the boundary checks.
 
     The returned method(x, target[, key]):
@@ -69,6 +70,7 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
       non-finite value, the target is out of range (JAX would otherwise clamp the index
       and silently explain another class) or the model's scores f(x) are not finite (a
       broken model, or an input that overflows it); called eagerly, it raises instead;
+    - runs check_input(x) (static checks of x's layout against the model) before f sees x;
     - carries `model_fn` (the f it explains, or None) and `keyed`, which
       `xai_jax.attribute` reads to range-check targets and to pass keys;
     - traces fn and its checks under jax.default_matmul_precision(precision) (None: JAX's
@@ -86,6 +88,8 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
 
     def checked(x, target, *rest):
         x = check_x(x)
+        if check_input is not None:  # the method's own layout checks, before f meets x
+            check_input(x)
         n_classes = None
         if f is not None:
             sig = (tuple(x.shape), str(x.dtype))

@@ -69,7 +69,7 @@ def score_cam(model: Any, params: Any = None, layer: Any = None, *, score: str =
             m = jax.nn.relu(m)
         return upsample(m, spatial)
 
-    return explanation_method(cam, f, name="score_cam", precision=precision)
+    return explanation_method(cam, f, name="score_cam", precision=precision, check_input=lm.check_input)
 
 
 def otsu_threshold(v: jax.Array, bins: int = 256) -> jax.Array:
@@ -126,4 +126,4 @@ def sise(model: Any, params: Any = None, layers: Sequence[Any] | None = None, *,
                 fused = minmax((minmax(fused) + v) * gate)
         return fused
 
-    return explanation_method(sise_fn, f, name="sise", precision=precision)
+    return explanation_method(sise_fn, f, name="sise", precision=precision, check_input=lm.check_input)

@@ -121,7 +121,8 @@ def _cam(weights_fn: Callable | None, model, params, layer, relu: bool, score: s
             m = jax.nn.relu(m)
         return upsample(m, lm.spatial(x)), finite
 
-    return explanation_method(cam, lm.f, name=name, reports_scores=True, precision=precision)
+    return explanation_method(cam, lm.f, name=name, reports_scores=True, precision=precision,
+                              check_input=lm.check_input)
 
 
 def _grad_cam_weights(a, g, axes):
@@ -228,7 +229,8 @@ def eigen_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool =
             m = jax.nn.relu(m)
         return upsample(m, lm.spatial(x)), jnp.isfinite(logits).all()
 
-    return explanation_method(cam, lm.f, name="eigen_cam", reports_scores=True, precision=precision)
+    return explanation_method(cam, lm.f, name="eigen_cam", reports_scores=True, precision=precision,
+                              check_input=lm.check_input)
 
 
 ABLATION_OFFSET = 1e7  # pytorch-grad-cam's AblationLayer: min - 1e7 where the layer's minimum is not 0
@@ -266,5 +268,6 @@ def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: boo
             m = jax.nn.relu(m)
         return upsample(m, lm.spatial(x)), jnp.isfinite(logits).all()
 
-    return explanation_method(cam, lm.f, name="ablation_cam", reports_scores=True, precision=precision)
+    return explanation_method(cam, lm.f, name="ablation_cam", reports_scores=True, precision=precision,
+                              check_input=lm.check_input)
 

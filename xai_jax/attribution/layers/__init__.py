@@ -66,9 +66,9 @@ def _adapter(model: Any, params: Any, who: str):
         from xai_jax.attribution.layers.split import SplitLayers
         return SplitLayers(model)
     if isinstance(model, nnx.Module):
-        from xai_jax.attribution.layers.nnx import NnxLayers
+        from xai_jax.attribution.layers.flax_nnx import NnxLayers
         return NnxLayers(model)
-    from xai_jax.attribution.layers.equinox import EquinoxLayers
+    from xai_jax.attribution.layers.equinox_modules import EquinoxLayers
     return EquinoxLayers(model)
 
 
@@ -159,6 +159,7 @@ class LayerModel:
             to_grid = self.reshape
             try:
                 transpose = jax.linear_transpose(to_grid, native)
+                jax.eval_shape(transpose, grid)  # the transpose is traced, and linearity checked, only when called
             except Exception as e:
                 raise ValueError(f"reshape must only rearrange values (select, reshape, transpose), since it is "
                                  f"applied to gradients too; its linear transpose failed: {type(e).__name__}: "
