@@ -5,13 +5,16 @@ from xai_jax.attribution import (
     Split,
     ablation_cam,
     attribute,
+    blur_ig,
     completeness_delta,
     eigen_cam,
     expected_gradients,
+    felzenszwalb_segments,
     grad_cam,
     grad_cam_element_wise,
     grad_cam_plus_plus,
     gradient_x_input,
+    guided_ig,
     hires_cam,
     integrated_gradients,
     layer_cam,
@@ -26,6 +29,8 @@ from xai_jax.attribution import (
     smoothgrad,
     spatial_map,
     xgrad_cam,
+    xrai,
+    xrai_regions,
 )
 
 __version__ = "0.1.0"
@@ -33,5 +38,6 @@ __all__ = [
     "RULES", "Split", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
-    "ablation_cam", "eigen_cam", "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
+    "ablation_cam", "blur_ig", "eigen_cam", "felzenszwalb_segments", "guided_ig", "xrai", "xrai_regions",
+    "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
 ]

@@ -1,3 +1,4 @@
+from xai_jax.attribution.blur_ig import blur_ig
 from xai_jax.attribution.common import model_fn, spatial_map
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.grad_cam import (
@@ -11,6 +12,7 @@ from xai_jax.attribution.grad_cam import (
     xgrad_cam,
 )
 from xai_jax.attribution.gradients import expected_gradients, gradient_x_input, saliency, smoothgrad
+from xai_jax.attribution.guided_ig import guided_ig
 from xai_jax.attribution.integrated_gradients import (
     RULES,
     completeness_delta,
@@ -19,11 +21,13 @@ from xai_jax.attribution.integrated_gradients import (
 )
 from xai_jax.attribution.layers import Split, list_layers
 from xai_jax.attribution.perturbation import occlusion, rise
+from xai_jax.attribution.xrai import felzenszwalb_segments, xrai, xrai_regions
 from xai_jax.batching import attribute
 
 __all__ = [
     "RULES", "Split", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
-    "ablation_cam", "eigen_cam", "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
+    "ablation_cam", "blur_ig", "eigen_cam", "felzenszwalb_segments", "guided_ig", "xrai", "xrai_regions",
+    "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
 ]
