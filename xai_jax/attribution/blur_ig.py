@@ -28,6 +28,7 @@ from xai_jax.attribution.common import (
     explanation_method,
     score_transform,
 )
+from xai_jax.attribution.loop_convs import loop_friendly
 from xai_jax.checks import check_int, check_optional_int
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
@@ -118,6 +119,7 @@ def blur_ig(f: Callable[[jax.Array], jax.Array], *, max_sigma: float = 50.0, ste
     s = score_transform(score)
 
     max_radius = int(4.0 * (max_sigma + grad_step) + 0.5)
+    looped = loop_friendly(f)
     sigmas = np.arange(steps + 1) * max_sigma / steps  # float64 on the host, as PAIR's
     dsigma = np.diff(sigmas)
 
@@ -127,7 +129,8 @@ def blur_ig(f: Callable[[jax.Array], jax.Array], *, max_sigma: float = 50.0, ste
                              f"got shape {tuple(x.shape)}")
         axis = channel_axis % x.ndim
         spatial = [d for i, d in enumerate(x.shape) if i != axis]
-        grad_fn = jax.grad(lambda z: s(f(z))[target])
+        model = f if chunk_size is None or chunk_size >= steps else looped  # lax.map: XLA:CPU's loop penalty
+        grad_fn = jax.grad(lambda z: s(model(z))[target])
 
         def one(step):
             sigma, width = step

@@ -49,7 +49,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_jax.attribution.common import explanation_method, score_transform, upsample
+from xai_jax.attribution.common import explanation_method, score_transform
+from xai_jax.attribution.common import upsample as upsample_to
 from xai_jax.attribution.layers import LayerModel
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
@@ -107,10 +108,21 @@ def layer_gradient(model, params=None, layer=None, score: str = "logit", *, chan
     return lm, fn
 
 
+def _resize(m: jax.Array, lm: LayerModel, x: jax.Array, upsample: bool) -> jax.Array:
+    return upsample_to(m, lm.spatial(x)) if upsample else m
+
+
+def _check_upsample(upsample) -> bool:
+    if not isinstance(upsample, bool):
+        raise TypeError(f"upsample must be a bool, got {type(upsample).__name__} {upsample!r}")
+    return upsample
+
+
 def _cam(weights_fn: Callable | None, model, params, layer, relu: bool, score: str, name: str, precision: str | None,
-         channel_axis, reshape, combine: Callable | None = None) -> Method:
+         channel_axis, reshape, upsample: bool, combine: Callable | None = None) -> Method:
     """A gradient CAM: map = sum_k weights_fn(A, g)_k A^k, or combine(A, g) for the maps that
     weight each position; then the optional ReLU and the upsampling."""
+    _check_upsample(upsample)
     lm, grads = layer_gradient(model, params, layer, score, channel_axis=channel_axis, reshape=reshape, who=name)
 
     def cam(x, target):
@@ -119,7 +131,7 @@ def _cam(weights_fn: Callable | None, model, params, layer, relu: bool, score: s
         m = combine(a, g) if combine is not None else (a * weights_fn(a, g, spatial_axes)).sum(-1)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, lm.spatial(x)), finite
+        return _resize(m, lm, x, upsample), finite
 
     return explanation_method(cam, lm.f, name=name, reports_scores=True, precision=precision,
                               check_input=lm.check_input)
@@ -137,7 +149,7 @@ def _grad_cam_pp_weights(a, g, axes):
 
 
 def grad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
-             channel_axis: int | None = None, reshape: Callable | None = None,
+             upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
              precision: str | None = None) -> Method:
     """Returns cam(x, target) -> heatmap with x's spatial shape (x without its channel axis).
 
@@ -149,19 +161,23 @@ def grad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = 
     channel_axis: the channel axis of x and of the layer's output (None: -1, or 0 for
       Equinox). reshape: a function layer output -> (spatial..., channels) grid.
     relu: apply the final ReLU (False keeps negative evidence).
+    upsample: True (default) resizes the map to x's spatial shape (linear); False returns
+      it on the layer's grid, as Captum's LayerGradCam does.
     score: "logit" (default), "softmax" (the study) or "log_softmax".
     precision: None (JAX's default) or "default" / "high" / "highest", applied with
       jax.default_matmul_precision while the method is traced (see explanation_method).
     """
-    return _cam(_grad_cam_weights, model, params, layer, relu, score, "grad_cam", precision, channel_axis, reshape)
+    return _cam(_grad_cam_weights, model, params, layer, relu, score, "grad_cam", precision, channel_axis, reshape,
+                upsample)
 
 
 def grad_cam_plus_plus(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True,
-                       score: str = "logit", channel_axis: int | None = None, reshape: Callable | None = None,
+                       score: str = "logit", upsample: bool = True, channel_axis: int | None = None,
+                       reshape: Callable | None = None,
                        precision: str | None = None) -> Method:
     """Grad-CAM++ with grad_cam's call shape."""
     return _cam(_grad_cam_pp_weights, model, params, layer, relu, score, "grad_cam_plus_plus", precision,
-                channel_axis, reshape)
+                channel_axis, reshape, upsample)
 
 
 def _xgrad_cam_weights(a, g, axes):
@@ -169,36 +185,37 @@ def _xgrad_cam_weights(a, g, axes):
 
 
 def xgrad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
-              channel_axis: int | None = None, reshape: Callable | None = None,
+              upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
     """XGrad-CAM (Fu et al. 2020): w_k = sum_ij g A / (sum_ij A + 1e-7), grad_cam's call shape.
     Where the head after the layer is linear, sum_ij of the map before its ReLU is y - bias."""
-    return _cam(_xgrad_cam_weights, model, params, layer, relu, score, "xgrad_cam", precision, channel_axis, reshape)
+    return _cam(_xgrad_cam_weights, model, params, layer, relu, score, "xgrad_cam", precision, channel_axis, reshape,
+                upsample)
 
 
 def hires_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
-              channel_axis: int | None = None, reshape: Callable | None = None,
+              upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
     """HiResCAM (Draelos & Carin 2020): ReLU(sum_k g^k * A^k), grad_cam's call shape. Where the
     head is linear, each position's value is its exact contribution to y - bias."""
     return _cam(None, model, params, layer, relu, score, "hires_cam", precision, channel_axis, reshape,
-                combine=lambda a, g: (g * a).sum(-1))
+                upsample, combine=lambda a, g: (g * a).sum(-1))
 
 
 def grad_cam_element_wise(model: Any, params: Any = None, layer: Any = None, *, score: str = "logit",
-                          channel_axis: int | None = None, reshape: Callable | None = None,
+                          upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
                           precision: str | None = None) -> Method:
     """Element-wise Grad-CAM (pytorch-grad-cam's GradCAMElementWise; no paper): sum_k ReLU(g^k A^k)."""
     return _cam(None, model, params, layer, False, score, "grad_cam_element_wise", precision, channel_axis, reshape,
-                combine=lambda a, g: jax.nn.relu(g * a).sum(-1))
+                upsample, combine=lambda a, g: jax.nn.relu(g * a).sum(-1))
 
 
 def layer_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
-              channel_axis: int | None = None, reshape: Callable | None = None,
+              upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
     """LayerCAM (Jiang et al. 2021): ReLU(sum_k ReLU(g^k) * A^k), grad_cam's call shape."""
     return _cam(None, model, params, layer, relu, score, "layer_cam", precision, channel_axis, reshape,
-                combine=lambda a, g: (jax.nn.relu(g) * a).sum(-1))
+                upsample, combine=lambda a, g: (jax.nn.relu(g) * a).sum(-1))
 
 
 def principal_projection(a: jax.Array) -> jax.Array:
@@ -215,10 +232,11 @@ def principal_projection(a: jax.Array) -> jax.Array:
 
 
 def eigen_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True,
-              channel_axis: int | None = None, reshape: Callable | None = None,
+              upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
     """EigenCAM (Muhammad & Yeasin 2020): the first principal component of the layer's
     feature map, class-agnostic (the target is checked, not used); grad_cam's call shape."""
+    _check_upsample(upsample)
     lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "eigen_cam")
 
     def cam(x, target):
@@ -227,7 +245,7 @@ def eigen_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool =
         m = principal_projection(a)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, lm.spatial(x)), jnp.isfinite(logits).all()
+        return _resize(m, lm, x, upsample), jnp.isfinite(logits).all()
 
     return explanation_method(cam, lm.f, name="eigen_cam", reports_scores=True, precision=precision,
                               check_input=lm.check_input)
@@ -237,7 +255,8 @@ ABLATION_OFFSET = 1e7  # pytorch-grad-cam's AblationLayer: min - 1e7 where the l
 
 
 def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
-                 chunk_size: int | None = None, channel_axis: int | None = None, reshape: Callable | None = None,
+                 chunk_size: int | None = None, upsample: bool = True, channel_axis: int | None = None,
+                 reshape: Callable | None = None,
                  precision: str | None = None) -> Method:
     """AblationCAM (Desai & Ramaswamy 2020), as pytorch-grad-cam 1.5.7 computes it: channel
     k of the layer is ablated (set to 0 when the layer's minimum is 0, e.g. after a ReLU,
@@ -247,6 +266,7 @@ def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: boo
     s = score_transform(score)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    _check_upsample(upsample)
     lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "ablation_cam")
 
     def cam(x, target):
@@ -266,7 +286,7 @@ def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: boo
         m = (a * w).sum(-1)
         if relu:
             m = jax.nn.relu(m)
-        return upsample(m, lm.spatial(x)), jnp.isfinite(logits).all()
+        return _resize(m, lm, x, upsample), jnp.isfinite(logits).all()
 
     return explanation_method(cam, lm.f, name="ablation_cam", reports_scores=True, precision=precision,
                               check_input=lm.check_input)
