@@ -159,6 +159,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "compare_grad_cam_peers")
     p.add_argument("--quick", action="store_true", help="the same cases; writes only to --out")
+    p.add_argument("--data-dir", type=Path, default=None, help="unused (no data needed)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     missing = [m for m in ("torch", "pytorch_grad_cam", "cv2") if importlib.util.find_spec(m) is None]

@@ -18,7 +18,8 @@ Cases (random weights, fixed seeds; tests/test_pair_reference.py rebuilds them):
   region selection is what is compared: heatmaps and segment ranks.
 Speed (one run, same machine): 100 MNIST-1D inputs (Guided IG) and 4 VGG images at 64 px
 (Guided IG, Blur IG, XRAI with its IG), PAIR at its defaults (one gradient call per
-step) against our jit(vmap) (XRAI: per image, segmentation included on both sides).
+step, each our jitted JAX gradient) against our jit(vmap) (XRAI: per image, segmentation
+included on both sides; PAIR's IG uses 2 baselines x 100 steps, ours 1 x 200).
 
     .venv-peers/bin/python experiments/compare_pair_saliency.py   # writes the reference
 """
@@ -169,14 +170,14 @@ def speed(quick: bool) -> list[dict]:
     rows.append({"job": f"Blur IG, VGG {size} px, {n2} images",
                  "xai_jax_s": timed(lambda: jax.block_until_ready(blur(xs, ts))),
                  "pair_s": timed(lambda: pair_blur(f, xs, ts))})
-    ours_x = xj.xrai(xj.integrated_gradients(f, steps=100))
+    ours_x = xj.xrai(xj.integrated_gradients(f, steps=200))  # 200 gradients, as PAIR's 2 baselines x 100
     [ours_x(x, t) for x, t in zip(xs[:1], ts[:1])]  # compile once
 
     def pair_x():
         for x, t in zip(xs, ts):
             saliency.XRAI().GetMask(x, pair_call(f, int(t)))
 
-    rows.append({"job": f"XRAI (IG 100 steps, 2 baselines in PAIR / 1 in ours), VGG {size} px, {n2} images",
+    rows.append({"job": f"XRAI with its IG (200 gradients per image on both sides), VGG {size} px, {n2} images",
                  "xai_jax_s": timed(lambda: [ours_x(x, t) for x, t in zip(xs, ts)]),
                  "pair_s": timed(pair_x)})
     for r in rows:
@@ -190,6 +191,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "compare_pair_saliency")
     p.add_argument("--quick", action="store_true", help="the same cases, smaller speed rows; writes only to --out")
+    p.add_argument("--data-dir", type=Path, default=None, help="unused (no data needed)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     missing = [m for m in ("saliency", "skimage") if importlib.util.find_spec(m) is None]

@@ -55,6 +55,9 @@ def parse_args(argv=None):
                    help="cache folder for decoded tiles")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--quick", action="store_true", help="64-pixel tiles, 2 tiles explained (smoke test)")
+    p.add_argument("--methods", choices=("default", "all"), default="default",
+                   help="default: compare.DEFAULT_METHODS; all: also the rest of the CAM family, Guided IG, "
+                        "Expected Gradients (baselines: 32 tiles of --data), Blur IG and XRAI")
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.n = min(args.size or 64, 64), min(args.n or 2, 2)
@@ -121,7 +124,8 @@ def main(argv=None) -> dict:
     xs, ys, preds = xs[idx], ys[idx], preds[idx]
     light = not on_gpu and not args.full
     study = "training" not in result  # the study's weights: its own Grad-CAM and faulty IG beside ours
-    suite = method_suite(model, params, ndim=2, light=light, image_size=size, study=study)
+    suite = method_suite(model, params, ndim=2, light=light, image_size=size, study=study, methods=args.methods,
+                         references=data.x[:32])
     maps, cost = explain_all(suite, params, xs, preds, key=jax.random.key(args.seed))
     step = max(1, size * size // 20)  # 20 deletion/insertion steps of 5% of the pixels
     tie_draws = 4 if args.quick else (64 if on_gpu else 8)

@@ -68,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--n-sanity", type=positive_int, default=100, help="test inputs for the randomisation check")
     p.add_argument("--retrain", action="store_true", help="ignore existing checkpoints")
     p.add_argument("--quick", action="store_true", help="tiny run for smoke tests (same code path)")
+    p.add_argument("--methods", choices=("default", "all"), default="default",
+                   help="default: the study's and the classic methods (compare.DEFAULT_METHODS); all: also the "
+                        "rest of the CAM family, Guided IG and Expected Gradients (compare.MORE_METHODS)")
     p.add_argument("--seed", type=seed, default=0)
     return p.parse_args(argv)
 
@@ -122,7 +125,8 @@ def main(argv=None) -> dict:
     n = args.n_explain
     xs, ys, supports = data.x_test[:n], data.y_test[:n], data.support_test[:n]
     preds = predictions(f, xs)
-    suite = method_suite(model, params, ndim=1, rise_masks=200 if args.quick else None)
+    suite = method_suite(model, params, ndim=1, rise_masks=200 if args.quick else None, methods=args.methods,
+                         references=data.x_train[:256])
     key = jax.random.key(args.seed)
     maps, cost_ms = explain_all(suite, params, xs, preds, key=key, progress=not args.quick)
     completeness = {"Integrated Gradients": completeness_errors(f, xs, preds, steps=64)["relative"]}

@@ -18,14 +18,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution import (
+    ablation_cam,
     attribute,
+    blur_ig,
+    eigen_cam,
+    expected_gradients,
     grad_cam,
+    grad_cam_element_wise,
     grad_cam_plus_plus,
     gradient_x_input,
+    guided_ig,
+    hires_cam,
     integrated_gradients,
+    layer_cam,
     model_fn,
     saliency,
     smoothgrad,
+    xgrad_cam,
+    xrai,
 )
 from xai_jax.attribution.feature_masks import score_cam, sise
 from xai_jax.attribution.perturbation import occlusion, rise
@@ -52,6 +62,7 @@ class Method:
     reduce: Callable[[np.ndarray], np.ndarray] = field(default=lambda a: a)
     batch_size: int = 100
     signed: bool = False  # maps carry negative evidence: localisation is reported signed and absolute
+    host: bool = False  # runs on the host per input (XRAI's segmentation), not under jit/vmap
 
 
 def _channel_sum(a):
@@ -62,19 +73,47 @@ def _channel_abs_sum(a):
     return np.abs(a).sum(-1)
 
 
+DEFAULT_METHODS = ("Grad-CAM", "Grad-CAM++", "Integrated Gradients", "Saliency", "Gradient x Input", "SmoothGrad",
+                   "RISE", "Score-CAM", "SISE", "Occlusion")
+MORE_METHODS = ("HiResCAM", "XGrad-CAM", "LayerCAM", "Grad-CAM (element-wise)", "EigenCAM", "AblationCAM",
+                "Guided IG", "Expected Gradients", "Blur IG", "XRAI")
+IMAGE_ONLY = ("Blur IG", "XRAI")
+
+
 def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = False,
-                 rise_masks: int | None = None, light: bool = False, image_size: int = 224) -> dict[str, Method]:
+                 rise_masks: int | None = None, light: bool = False, image_size: int = 224,
+                 methods: str | Sequence[str] = "default", references: np.ndarray | None = None) -> dict[str, Method]:
     """The methods compared, with settings suited to 1-D signals (ndim=1) or images (ndim=2).
 
+    methods: "default" (DEFAULT_METHODS: the study's methods and the classic ones), "all"
+    (adds MORE_METHODS: the rest of the CAM family, Guided IG, Expected Gradients and, for
+    images only, Blur IG and XRAI) or a list of names. Expected Gradients draws its baselines
+    from `references` (e.g. training inputs) and is left out when none are given.
     light=True trades accuracy for speed on images (CPU runs): IG 32 steps, SmoothGrad 16
     samples, RISE 500 masks, occlusion windows of a quarter of the image (stride half that);
-    otherwise windows of 1/14 of the image (16 pixels at 224).
+    otherwise windows of 1/14 of the image (16 pixels at 224); Guided IG 50 steps (else 200),
+    Expected Gradients 16 samples (else 64), Blur IG 32 steps (else 100).
     study=True adds the study's own variants: Grad-CAM of the softmax score, and its faulty
     IG (tf-explain: 11 equally weighted nodes including both ends, softmax score, no
     (x - baseline) factor, |.| summed over channels).
     """
     del params  # methods are built per parameter set (see Method.build)
     image = ndim == 2
+    available = DEFAULT_METHODS + tuple(m for m in MORE_METHODS if image or m not in IMAGE_ONLY)
+    if methods == "default":
+        chosen = DEFAULT_METHODS
+    elif methods == "all":
+        chosen = tuple(m for m in available if m != "Expected Gradients" or references is not None)
+    elif isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+        raise ValueError(f"methods must be 'default', 'all' or a list of method names, got {methods!r}")
+    else:
+        unknown = [m for m in methods if m not in available]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown} for {'images' if image else '1-D signals'}; "
+                             f"choose from {list(available)}")
+        if "Expected Gradients" in methods and references is None:
+            raise ValueError("Expected Gradients needs references= (baseline inputs, e.g. training samples)")
+        chosen = tuple(methods)
     f = lambda p: model_fn(model, p)  # noqa: E731
     n_rise = rise_masks or (8000 if image else 2000)
     light = light and image
@@ -83,31 +122,52 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
     ig_steps, sg_samples = (32, 16) if light else (64, 32)
     side = max(1, image_size // (4 if light else 14))  # 56 / 16 pixels at 224
     window, stride = (side, side), (max(1, side // 2),) * 2
-    suite = {
-        "Grad-CAM": Method("Grad-CAM", lambda p: grad_cam(model, p), batch_size=100),
-        "Grad-CAM++": Method("Grad-CAM++", lambda p: grad_cam_plus_plus(model, p), batch_size=100),
-        "Integrated Gradients": Method(
+    cam_batch = 16 if image else 100
+    builders = {
+        "Grad-CAM": lambda: Method("Grad-CAM", lambda p: grad_cam(model, p), batch_size=100),
+        "Grad-CAM++": lambda: Method("Grad-CAM++", lambda p: grad_cam_plus_plus(model, p), batch_size=100),
+        "Integrated Gradients": lambda: Method(
             "Integrated Gradients",
             lambda p: integrated_gradients(f(p), steps=ig_steps, rule="trapezoid",
                                            chunk_size=32 if image and not light else None),
             reduce=_channel_sum, batch_size=(1 if light else 4) if image else 100, signed=True),
-        "Saliency": Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
-        "Gradient x Input": Method("Gradient x Input", lambda p: gradient_x_input(f(p)), reduce=_channel_sum,
-                                   signed=True),
-        "SmoothGrad": Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples, sigma=0.15),
-                             keyed=True, reduce=_channel_abs_sum, batch_size=2 if image else 100),
-        "RISE": Method("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
-                                             chunk_size=100 if image else 500),
-                       keyed=True, batch_size=1 if image else 20),
-        "Score-CAM": Method("Score-CAM", lambda p: score_cam(model, p, chunk_size=32 if image else None),
-                            batch_size=2 if image else 100),
-        "SISE": Method("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
-                       batch_size=1 if image else 50),
-        "Occlusion": Method("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
-                                                            stride=stride if image else 1,
-                                                            chunk_size=64 if image else None),
-                            batch_size=4 if image else 100, signed=True),
+        "Saliency": lambda: Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
+        "Gradient x Input": lambda: Method("Gradient x Input", lambda p: gradient_x_input(f(p)),
+                                           reduce=_channel_sum, signed=True),
+        "SmoothGrad": lambda: Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples,
+                                                                        sigma=0.15),
+                                     keyed=True, reduce=_channel_abs_sum, batch_size=2 if image else 100),
+        "RISE": lambda: Method("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
+                                                     chunk_size=100 if image else 500),
+                               keyed=True, batch_size=1 if image else 20),
+        "Score-CAM": lambda: Method("Score-CAM", lambda p: score_cam(model, p, chunk_size=32 if image else None),
+                                    batch_size=2 if image else 100),
+        "SISE": lambda: Method("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
+                               batch_size=1 if image else 50),
+        "Occlusion": lambda: Method("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
+                                                                    stride=stride if image else 1,
+                                                                    chunk_size=64 if image else None),
+                                    batch_size=4 if image else 100, signed=True),
+        "HiResCAM": lambda: Method("HiResCAM", lambda p: hires_cam(model, p), batch_size=cam_batch),
+        "XGrad-CAM": lambda: Method("XGrad-CAM", lambda p: xgrad_cam(model, p), batch_size=cam_batch),
+        "LayerCAM": lambda: Method("LayerCAM", lambda p: layer_cam(model, p), batch_size=cam_batch),
+        "Grad-CAM (element-wise)": lambda: Method("Grad-CAM (element-wise)",
+                                                  lambda p: grad_cam_element_wise(model, p), batch_size=cam_batch),
+        "EigenCAM": lambda: Method("EigenCAM", lambda p: eigen_cam(model, p), batch_size=cam_batch),
+        "AblationCAM": lambda: Method("AblationCAM", lambda p: ablation_cam(model, p, chunk_size=16 if image else None),
+                                      batch_size=2 if image else 100),
+        "Guided IG": lambda: Method("Guided IG", lambda p: guided_ig(f(p), steps=50 if light else 200),
+                                    reduce=_channel_sum, batch_size=2 if image else 100, signed=True),
+        "Expected Gradients": lambda: Method(
+            "Expected Gradients",
+            lambda p: expected_gradients(f(p), baselines=references, n_samples=16 if light else 64,
+                                         chunk_size=16 if image else None),
+            keyed=True, reduce=_channel_sum, batch_size=2 if image else 100, signed=True),
+        "Blur IG": lambda: Method("Blur IG", lambda p: blur_ig(f(p), steps=32 if light else 100, chunk_size=16),
+                                  reduce=_channel_sum, batch_size=1, signed=True),
+        "XRAI": lambda: Method("XRAI", lambda p: xrai(integrated_gradients(f(p), steps=ig_steps)), host=True),
     }
+    suite = {name: builders[name]() for name in chosen}
     if study:
         suite["Study Grad-CAM (softmax)"] = Method(
             "Study Grad-CAM (softmax)", lambda p: grad_cam(model, p, score="softmax"))
@@ -126,6 +186,13 @@ def explain_all(suite: dict[str, Method], params: Any, xs: np.ndarray, targets: 
     maps, ms = {}, {}
     for name, m in suite.items():
         fn = m.build(params)
+        if m.host:  # per input on the host (XRAI): first input compiles its jitted parts
+            fn(xs[0], targets[0])
+            t0 = time.perf_counter()
+            out = np.stack([np.asarray(fn(x, t)) for x, t in zip(xs, targets)])
+            ms[name] = 1e3 * (time.perf_counter() - t0) / len(xs)
+            maps[name] = m.reduce(out)
+            continue
         k = key if m.keyed else None
         bs = min(m.batch_size, len(xs))
         attribute(fn, xs[:bs], targets[:bs], batch_size=bs, key=k, progress=False)  # compile
@@ -206,9 +273,12 @@ def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.
 
 def sanity_all(suite: dict[str, Method], model: nn.Module, params: Any, xs: np.ndarray, targets: np.ndarray,
                *, key: jax.Array) -> dict[str, dict[str, float]]:
-    """Cascading model randomisation (Adebayo et al. 2018) for every method of the suite."""
+    """Cascading model randomisation (Adebayo et al. 2018) for every method of the suite
+    (host methods, i.e. XRAI, are left out: the check runs each method under jit/vmap)."""
     out = {}
     for name, m in suite.items():
+        if m.host:
+            continue
         out[name] = cascading_randomisation(
             m.build, model, params, xs, targets, key=key, method_key=key if m.keyed else None,
             batch_size=min(m.batch_size, len(xs)), reduce=m.reduce)
