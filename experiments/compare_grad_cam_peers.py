@@ -25,7 +25,8 @@ size. Both maps are compared after pytorch-grad-cam's per-image ReLU and min-max
 Writes experiments/peers/reference_grad_cam.json (their maps) for
 tests/test_grad_cam_reference.py.
 
-    .venv-peers/bin/python experiments/compare_grad_cam_peers.py   # see compare_metrics_peers.py
+    .venv-peers/bin/pip install --no-deps grad-cam==1.5.7 ttach==0.0.3   # the peers venv (compare_metrics_peers.py)
+    .venv-peers/bin/python experiments/compare_grad_cam_peers.py
 pytorch-grad-cam imports torchvision.transforms for its image helpers only; when
 torchvision is not installed (or a CUDA build that does not load beside CPU torch), a stub
 module stands in for it (torchvision, .transforms, .transforms.functional), since none of

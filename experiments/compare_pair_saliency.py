@@ -21,7 +21,8 @@ Speed (one run, same machine): 100 MNIST-1D inputs (Guided IG) and 4 VGG images 
 step, each our jitted JAX gradient) against our jit(vmap) (XRAI: per image, segmentation
 included on both sides; PAIR's IG uses 2 baselines x 100 steps, ours 1 x 200).
 
-    .venv-peers/bin/python experiments/compare_pair_saliency.py   # writes the reference
+    .venv-peers/bin/pip install saliency==0.2.1 scikit-image==0.26.0   # the peers venv (compare_metrics_peers.py)
+    .venv-peers/bin/python experiments/compare_pair_saliency.py        # writes the reference
 """
 
 from __future__ import annotations

@@ -132,6 +132,10 @@ def test_xrai_on_an_image_with_felzenszwalb_regions_and_bad_inputs():
         jax.jit(xj.xrai(ig))(x, 0)
     with pytest.raises(ValueError, match="segments must be None"):
         xj.xrai(ig, segments=np.zeros((3, 32, 32)))
+    with pytest.raises(ValueError, match="NaN or inf for target 5"):
+        xj.xrai(ig)(x, 5)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        xj.xrai(ig)(np.where(x > 0.5, np.nan, x), 0)
     with pytest.raises(ValueError, match="segments have shape"):
         xj.xrai(ig, segments=np.zeros((3, 8, 8), bool))(x, 0)
 

@@ -32,6 +32,7 @@ FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
 FELZENSZWALB_SIGMA = 0.8
 FELZENSZWALB_MIN_SIZE = 150
 SEGMENTATION_SHAPE = (224, 224)
+MASK_BUCKET = 128  # the greedy loop is compiled per multiple of this many regions
 
 
 def felzenszwalb_segments(image, *, resize: bool = True, dilation_radius: int = 5) -> np.ndarray:
@@ -106,7 +107,10 @@ def xrai_regions(attr, masks, *, min_pixel_diff: int = 50, area_threshold: float
     if attr.ndim != 2 or masks.ndim != 3 or masks.shape[1:] != attr.shape:
         raise ValueError(f"xrai_regions takes attr (H, W) and masks (M, H, W) of the same H, W; got "
                          f"{attr.shape} and {masks.shape}")
-    heat, covered_at, gains, steps = _greedy(jnp.asarray(attr.ravel()), jnp.asarray(masks.reshape(len(masks), -1)),
+    flat = masks.reshape(len(masks), -1)
+    bucket = -(-len(flat) // MASK_BUCKET) * MASK_BUCKET  # padded with empty regions (never chosen): few compiles
+    flat = np.concatenate([flat, np.zeros((bucket - len(flat), flat.shape[1]), bool)])
+    heat, covered_at, gains, steps = _greedy(jnp.asarray(attr.ravel()), jnp.asarray(flat),
                                              jnp.asarray(min_pixel_diff, jnp.float32),
                                              jnp.asarray(area_threshold, jnp.float32))
     steps = int(steps)
@@ -138,6 +142,7 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
     channel_axis = check_int(channel_axis, "channel_axis")
     if not isinstance(return_ranks, bool):
         raise TypeError(f"return_ranks must be a bool, got {type(return_ranks).__name__} {return_ranks!r}")
+    base = jax.jit(method)  # the base attribution compiled once per input shape, not run op by op
     fixed = None
     if segments is not None and not callable(segments):
         fixed = np.asarray(segments)
@@ -153,7 +158,12 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
             raise ValueError(f"xrai is for images: x must be (H, W, C) (channel_axis={channel_axis}), got shape "
                              f"{tuple(x.shape)}")
         image = np.moveaxis(np.asarray(x), channel_axis, -1)
-        attr = np.moveaxis(np.asarray(method(x, target)), channel_axis, -1).max(-1)
+        if not np.isfinite(np.asarray(x)).all():
+            raise ValueError(f"x contains NaN or inf values (shape {tuple(x.shape)})")
+        attr = np.moveaxis(np.asarray(base(x, target)), channel_axis, -1).max(-1)
+        if not np.isfinite(attr).all():  # the jitted method's NaN guard: a bad target, or a model that overflows
+            raise ValueError(f"the base attribution is NaN or inf for target {target!r}: is the target in range, "
+                             f"and are the model's scores finite for this x?")
         masks = fixed if fixed is not None else np.asarray(
             segments(image) if segments is not None else felzenszwalb_segments(image))
         if masks.shape[1:] != attr.shape:
