@@ -184,7 +184,7 @@ def speed(quick: bool) -> list[dict]:
     for r in rows:
         r["pair_over_xai_jax"] = r["pair_s"] / r["xai_jax_s"]
         print(f"  {r['job']}: xai_jax {r['xai_jax_s']:.3f} s, PAIR {r['pair_s']:.2f} s: "
-              f"{r['pair_over_xai_jax']:.0f}x")
+              f"{r['pair_over_xai_jax']:.1f}x")
     return rows
 
 

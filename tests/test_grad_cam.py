@@ -102,7 +102,8 @@ def test_bad_inputs(study_mnist1d, mnist1d):
         xj.grad_cam(model, params, "dense")(x, 0)
     with pytest.raises(ValueError, match="target 12 is out of range"):
         xj.grad_cam(model, params)(x, 12)
-    with pytest.raises(ValueError, match="f cannot take x of shape \\(40,\\)"):
+    with pytest.raises(ValueError, match="x must have a channel axis and at least one spatial axis, got shape "
+                                         "\\(40,\\)"):
         xj.grad_cam(model, params)(x[:, 0], 0)
     with pytest.raises(ValueError, match="NaN or inf"):
         xj.grad_cam_plus_plus(model, params)(x.at[0, 0].set(jnp.inf), 0)

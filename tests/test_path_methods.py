@@ -63,7 +63,7 @@ def test_blur_matrices_are_scipys_gaussian_filter(sigma):
 def _blur_ig_reference(f, x, t, max_sigma, steps, h, sigma_axes):
     """PAIR's formula in float64 with scipy (any number of spatial axes)."""
     sig = [i * max_sigma / steps for i in range(steps + 1)]
-    grad = jax.grad(lambda z: f(z)[t])
+    grad = jax.jit(jax.grad(lambda z: f(z)[t]))
 
     def blur(s):
         return x if s == 0 else ndimage.gaussian_filter(x, sigma=[s * a for a in sigma_axes], mode="constant")

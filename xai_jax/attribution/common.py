@@ -148,6 +148,17 @@ def spatial_map(attribution: jax.Array, reduce: str = "sum") -> jax.Array:
     raise ValueError(f"reduce must be 'sum', 'abs_sum' or 'none', got {reduce!r}")
 
 
+def channels_last(f: Callable, x: jax.Array, channel_axis: int) -> tuple[Callable, jax.Array]:
+    """(f', x') with x' channels-last and f'(x') = f(x): for the methods that mask an input by
+    a map of its spatial shape (RISE, occlusion), whatever the input's channel axis."""
+    if not -x.ndim <= channel_axis < x.ndim:
+        raise ValueError(f"channel_axis={channel_axis} is out of range for x of shape {tuple(x.shape)}")
+    axis = channel_axis % x.ndim
+    if axis == x.ndim - 1:
+        return f, x
+    return (lambda z: f(jnp.moveaxis(z, -1, axis))), jnp.moveaxis(x, axis, -1)
+
+
 def upsample(maps: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
     """Resizes maps (..., *layer_spatial) to (..., *spatial) by (bi)linear interpolation."""
     lead = maps.shape[: maps.ndim - len(spatial)]

@@ -21,13 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import (
+    channels_last,
     check_callable,
     check_float,
     check_positive_int,
     explanation_method,
     score_transform,
 )
-from xai_jax.checks import check_optional_int
+from xai_jax.checks import check_int, check_optional_int
 
 
 def _spatial(x: jax.Array) -> tuple[int, ...]:
@@ -60,6 +61,7 @@ def rise(
     chunk_size: int = 250,
     score: str = "softmax",
     fill: float = 0.0,
+    channel_axis: int = -1,
     precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """Returns rise_fn(x, target, key) -> saliency with x's spatial shape.
@@ -67,7 +69,8 @@ def rise(
     n_masks: N; grid: cells per spatial axis. The defaults are the study's for images
     (8,000 masks, 7x7 cells, p = 0.5); for 40-sample MNIST-1D signals 2,000 masks with
     grid 8 (5-sample cells) suffice (xai_jax.compare.method_suite). chunk_size: masks per vmapped
-    forward batch. fill: value where a mask is 0 (x * M + fill * (1 - M)).
+    forward batch. fill: value where a mask is 0 (x * M + fill * (1 - M)). channel_axis: x's
+    channel axis (-1; 0 for channels-first models such as Equinox's).
     """
     check_callable(f, "f")
     n_masks = check_positive_int(n_masks, "n_masks")
@@ -78,7 +81,10 @@ def rise(
     s = score_transform(score)
     n_chunks = -(-n_masks // chunk_size)
 
+    channel_axis = check_int(channel_axis, "channel_axis")
+
     def rise_fn(x, target, key):
+        g, x = channels_last(f, x, channel_axis)
         spatial = _spatial(x)
         if grid > min(spatial):
             raise ValueError(f"grid {grid} exceeds the input's spatial size {spatial}")
@@ -86,7 +92,7 @@ def rise(
         def body(total, i):
             masks = rise_masks(jax.random.fold_in(key, i), chunk_size, spatial, grid, p)
             valid = (i * chunk_size + jnp.arange(chunk_size)) < n_masks
-            scores = jax.vmap(lambda m: s(f(x * m[..., None] + fill * (1 - m[..., None])))[target])(masks)
+            scores = jax.vmap(lambda m: s(g(x * m[..., None] + fill * (1 - m[..., None])))[target])(masks)
             return total + jnp.tensordot(jnp.where(valid, scores, 0.0), masks, axes=1), None
 
         total, _ = jax.lax.scan(body, jnp.zeros(spatial, x.dtype), jnp.arange(n_chunks))
@@ -103,6 +109,7 @@ def occlusion(
     baseline: float = 0.0,
     score: str = "logit",
     chunk_size: int | None = None,
+    channel_axis: int = -1,
     precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns occ(x, target) -> map with x's spatial shape: mean score drop of the windows
@@ -112,7 +119,8 @@ def occlusion(
     to window). baseline: the finite value a window is replaced by. Windows start at 0,
     stride, 2 stride, ... along each axis, ceil((size - window) / stride) + 1 of them, the last
     one truncated at the input's edge when the stride does not divide size - window: every
-    position is covered, as in Captum's `Occlusion`.
+    position is covered, as in Captum's `Occlusion`. channel_axis: x's channel axis (-1; 0
+    for channels-first models).
     """
     check_callable(f, "f")
     s = score_transform(score)
@@ -135,7 +143,10 @@ def occlusion(
             raise ValueError(f"{name} must have {ndim} entries for this input, got {v}")
         return v
 
+    channel_axis = check_int(channel_axis, "channel_axis")
+
     def occ(x, target):
+        g, x = channels_last(f, x, channel_axis)
         spatial = _spatial(x)
         win = per_axis(window, "window", len(spatial))
         if any(w > d for w, d in zip(win, spatial)):
@@ -147,11 +158,11 @@ def occlusion(
         covers = np.stack([
             np.all([(g >= a) & (g < a + w) for g, a, w in zip(grids, start, win)], axis=0) for start in starts
         ]).astype(np.float32)  # (n_windows, *spatial), static
-        base = s(f(x))[target]
+        base = s(g(x))[target]
 
         def drop(cover):
             xo = jnp.where(cover[..., None] > 0, baseline, x)
-            return base - s(f(xo))[target]
+            return base - s(g(xo))[target]
 
         covers_j = jnp.asarray(covers)
         drops = jax.lax.map(drop, covers_j, batch_size=chunk_size) if chunk_size else jax.vmap(drop)(covers_j)

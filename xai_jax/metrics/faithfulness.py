@@ -35,6 +35,7 @@ from xai_jax.checks import (
     precision_scope,
 )
 from xai_jax.distributed import gather_process_shards, spans_processes
+from xai_jax.metrics.layout import with_channel_axis
 from xai_jax.metrics.ties import (
     ambiguous_topk,
     has_ties,
@@ -178,6 +179,7 @@ def complement_log_odds(logits: jax.Array, c: jax.Array) -> jax.Array:
 CONVENTIONS = ("precise", "study")
 
 
+@with_channel_axis
 @at_precision
 def drop_increase(
     f: Callable[[jax.Array], jax.Array],
@@ -324,6 +326,7 @@ def gaussian_blur(x: jax.Array, sigma: float, kind: str = "gaussian", taps: int 
     return x
 
 
+@with_channel_axis
 @at_precision
 def deletion_insertion(
     f: Callable[[jax.Array], jax.Array],

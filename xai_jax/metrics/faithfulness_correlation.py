@@ -26,6 +26,7 @@ from xai_jax.checks import (
     num_outputs,
     precision_scope,
 )
+from xai_jax.metrics.layout import with_channel_axis
 from xai_jax.metrics.randomisation import pearson_row
 from xai_jax.metrics.robustness import cached_runner
 
@@ -42,6 +43,7 @@ def _fill_value(fill) -> Callable[[jax.Array], jax.Array]:
     return lambda x: jnp.asarray(value, x.dtype)
 
 
+@with_channel_axis
 @at_precision
 def faithfulness_correlation(
     f: Callable[[jax.Array], jax.Array],

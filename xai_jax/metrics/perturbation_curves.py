@@ -57,6 +57,7 @@ from xai_jax.checks import (
     precision_scope,
 )
 from xai_jax.metrics.faithfulness import _check_scores, _prepare
+from xai_jax.metrics.layout import with_channel_axis
 from xai_jax.metrics.ties import index_ranks, tie_broken_ranks
 
 # ---------------------------------------------------------------------------------------
@@ -170,6 +171,7 @@ def _spatial(xs: np.ndarray, who: str) -> tuple[int, ...]:
 # pixel flipping
 
 
+@with_channel_axis
 @at_precision
 def pixel_flipping(
     f: Callable[[jax.Array], jax.Array],
@@ -255,6 +257,7 @@ def patch_index(spatial: tuple[int, ...], patch_size: int) -> tuple[np.ndarray, 
 ORDERS = ("morf", "lerf")
 
 
+@with_channel_axis
 @at_precision
 def region_perturbation(
     f: Callable[[jax.Array], jax.Array],
@@ -484,6 +487,7 @@ def noisy_linear_imputation(x, removed, *, noise: float = 0.01, key=None,
     return imputed + noise * removed[..., None] * jax.random.normal(key, x.shape, x.dtype), residual
 
 
+@with_channel_axis
 @at_precision
 def road(
     f: Callable[[jax.Array], jax.Array],
