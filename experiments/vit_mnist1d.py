@@ -41,10 +41,11 @@ def main(argv=None) -> dict:
     p.add_argument("--n-explain", type=positive_int, default=1000)
     p.add_argument("--quick", action="store_true", help="tiny run (same code path)")
     args = p.parse_args(argv)
-    steps, n_explain = (60, 16) if args.quick else (args.steps, args.n_explain)
+    steps, n_explain = (30, 8) if args.quick else (args.steps, args.n_explain)
 
     data = load_mnist1d(cache_dir=args.data_dir)
-    model = ViT1D(length=40, patch=4, dim=64, depth=3, heads=4, mlp_dim=128, num_classes=data.num_classes)
+    size = dict(dim=16, depth=1, heads=2, mlp_dim=32) if args.quick else dict(dim=64, depth=3, heads=4, mlp_dim=128)
+    model = ViT1D(length=40, patch=4, num_classes=data.num_classes, **size)
     t0 = time.perf_counter()
     state, _ = fit(model, data.x_train, data.y_train, TrainConfig(steps=steps, chunk=min(200, steps)),
                    num_classes=data.num_classes, augment=random_circular_shift, progress=not args.quick)
