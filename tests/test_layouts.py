@@ -54,3 +54,36 @@ def test_metrics_read_channels_first_inputs(name, kwargs):
             assert first[k] == v
         else:
             np.testing.assert_allclose(first[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_infidelity_moves_attributions_methods_and_perturbations_with_the_inputs():
+    key = jax.random.key(5)
+
+    def noise(k, x):  # drawn in the caller's (channels-first) layout
+        return 0.1 * jax.random.normal(k, x.shape)
+
+    def noise_last(k, x):  # the same draws, for the channels-last twin
+        return noise(k, x.T).T
+
+    sal_last = np.asarray(jax.vmap(xj.saliency(f_last))(XS, TS))
+    sal_first = np.asarray(jax.vmap(xj.saliency(f_first))(XS.transpose(0, 2, 1), TS))
+    xs_first = XS.transpose(0, 2, 1)
+    last = metrics.infidelity(f_last, XS, sal_last, TS, perturb_fn=noise_last, key=key)
+    for attributions in (sal_first, xj.saliency(f_first)):  # an (N, C, L) array, a channels-first method
+        first = metrics.infidelity(f_first, xs_first, attributions, TS, perturb_fn=noise, key=key, channel_axis=0)
+        np.testing.assert_allclose(first["infidelity"], last["infidelity"], rtol=1e-4, atol=1e-7)
+    # spatial maps are shared by the channels whatever the layout
+    last = metrics.infidelity(f_last, XS, MAPS, TS, perturb_fn=noise_last, key=key)
+    first = metrics.infidelity(f_first, xs_first, MAPS, TS, perturb_fn=noise, key=key, channel_axis=0)
+    np.testing.assert_allclose(first["infidelity"], last["infidelity"], rtol=1e-4, atol=1e-7)
+
+    # a layout-dependent perturbation (the first channel only) sees the caller's layout
+    def first_channel(k, x):  # x: (C, L)
+        return x.at[1:].set(0.0) * 0.5
+
+    def first_channel_last(k, x):  # the same on (L, C)
+        return x.at[:, 1:].set(0.0) * 0.5
+
+    last = metrics.infidelity(f_last, XS, sal_last, TS, perturb_fn=first_channel_last, key=key)
+    first = metrics.infidelity(f_first, xs_first, sal_first, TS, perturb_fn=first_channel, key=key, channel_axis=0)
+    np.testing.assert_allclose(first["infidelity"], last["infidelity"], rtol=1e-4, atol=1e-7)

@@ -21,9 +21,34 @@ CHANNEL_AXIS_DOC = """
       channels-first models such as Equinox's). Maps keep the inputs' spatial shape."""
 
 
-def with_channel_axis(metric: Callable) -> Callable:
-    """Adds channel_axis= to a metric metric(f, xs, ...) written for channels-last inputs."""
+def _to_last(v, axis: int):
+    """One input's array (or a pytree of them) with its channel axis moved last."""
+    return jax.tree.map(lambda a: jnp.moveaxis(a, axis, -1), v)
 
+
+def _input_layout_method(method: Callable, axis: int) -> Callable:
+    """method(x, t[, key]) of the caller's layout as a method of channels-last x: maps shaped
+    like x come back channels-last, spatial maps as they are. Keeps the method's attributes."""
+    def wrapped(x, t, *rest):
+        out = method(jnp.moveaxis(x, -1, axis), t, *rest)
+        return jnp.moveaxis(out, axis, -1) if out.ndim == x.ndim else out
+
+    for name in ("model_fn", "keyed", "precision", "returns_delta", "num_classes"):
+        if hasattr(method, name):
+            setattr(wrapped, name, getattr(method, name))
+    wrapped.__name__ = getattr(method, "__name__", "method")
+    return wrapped
+
+
+def with_channel_axis(metric: Callable, *, input_shaped: tuple[str, ...] = ()) -> Callable:
+    """Adds channel_axis= to a metric metric(f, xs, ...) written for channels-last inputs.
+    input_shaped: the names of arguments laid out like the inputs, moved with them: for
+    "attributions" an (N, *x.shape) array or a method; for "perturb_fn" a function
+    (key, x) -> I or (I, perturbed x)."""
+    return _with_channel_axis(metric, input_shaped)
+
+
+def _with_channel_axis(metric: Callable, input_shaped: tuple[str, ...]) -> Callable:
     @functools.wraps(metric)
     def wrapper(f, xs, *args, channel_axis: int = -1, **kwargs):
         channel_axis = check_int(channel_axis, "channel_axis")
@@ -40,7 +65,23 @@ def with_channel_axis(metric: Callable) -> Callable:
         if callable(f):
             inner = f
             f = lambda x: inner(jnp.moveaxis(x, -1, axis))  # noqa: E731
+        if "attributions" in input_shaped:
+            if args:
+                args = (_attributions_last(args[0], xs, axis, move), *args[1:])
+            elif "attributions" in kwargs:
+                kwargs["attributions"] = _attributions_last(kwargs["attributions"], xs, axis, move)
+        if "perturb_fn" in input_shaped and callable(kwargs.get("perturb_fn")):
+            perturb = kwargs["perturb_fn"]
+            kwargs["perturb_fn"] = lambda key, x: _to_last(perturb(key, jnp.moveaxis(x, -1, axis)), axis)
         return metric(f, xs_last, *args, **kwargs)
 
     wrapper.__doc__ = (metric.__doc__ or "").rstrip() + "\n" + CHANNEL_AXIS_DOC
     return wrapper
+
+
+def _attributions_last(attributions, xs, axis: int, move):
+    if callable(attributions):
+        return _input_layout_method(attributions, axis)
+    if tuple(getattr(attributions, "shape", ())) == tuple(xs.shape):
+        return move(attributions, 1 + axis, -1)
+    return attributions  # spatial maps: no channel axis

@@ -12,6 +12,7 @@ which batches run. All samples of a batch of inputs are evaluated in one jitted,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from xai_jax.checks import (
     num_outputs,
     precision_scope,
 )
+from xai_jax.metrics.layout import with_channel_axis
 
 PREDICTED = -1  # internal marker for targets=None; never accepted from callers
 
@@ -96,6 +98,7 @@ def _perturbation_kind(perturb_fn: Callable, x_shape: tuple[int, ...]) -> bool:
     return pair
 
 
+@functools.partial(with_channel_axis, input_shaped=("attributions", "perturb_fn"))
 @at_precision
 def infidelity(
     f: Callable[[jax.Array], jax.Array],
