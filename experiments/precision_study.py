@@ -47,7 +47,7 @@ def parse_args(argv=None):
     return args
 
 
-def measure(name: str, f, cam, xs, ts, precision, n_eager: int = 8) -> dict:
+def measure(name: str, f, cam, xs, ts, precision, n_eager: int = 8, repeats: int = 3) -> dict:
     ig = xj.integrated_gradients(f, steps=64, return_delta=True, precision=precision)
     _, delta = xj.attribute(ig, xs, ts, to_numpy=False, progress=False, batch_size=16 if xs.ndim == 4 else 64)
     with jax.default_matmul_precision("highest"):  # the reference gap itself in float32
@@ -62,7 +62,7 @@ def measure(name: str, f, cam, xs, ts, precision, n_eager: int = 8) -> dict:
         agree[mname] = float((np.abs(batched - eager) / np.maximum(scale, 1e-30)).max())
     plain = xj.integrated_gradients(f, steps=64, precision=precision)
     seconds = best_of(lambda: xj.attribute(plain, xs, ts, to_numpy=False, progress=False,
-                                           batch_size=16 if xs.ndim == 4 else 64))
+                                           batch_size=16 if xs.ndim == 4 else 64), repeats)
     row = {"model": name, "precision": precision or "default (None)", "inputs": len(xs),
            "completeness_rel_median": float(np.median(rel)), "completeness_rel_p99": float(np.quantile(rel, 0.99)),
            "completeness_rel_max": float(rel.max()), "jit_vmap_vs_eager_max_rel": agree, "ig_seconds": seconds}
@@ -89,10 +89,11 @@ def main(argv=None) -> int:
     rows = []
     for precision in (None, "highest"):
         k = 2 if args.quick else 8
+        repeats = 1 if args.quick else 3
         rows.append(measure("MNIST-1D trained study CNN", xj.model_fn(model, trained),
-                            xj.grad_cam(model, trained, precision=precision), xs, ts, precision, k))
+                            xj.grad_cam(model, trained, precision=precision), xs, ts, precision, k, repeats))
         rows.append(measure(f"VGG {size} px", fv, xj.grad_cam(vgg, vparams, precision=precision), images, labels,
-                            precision, k))
+                            precision, k, repeats))
     md = markdown_table(
         ["model", "precision", "IG completeness rel. error: median / p99 / max", "jit(vmap) vs eager: Grad-CAM / IG",
          "IG s"],

@@ -31,11 +31,11 @@ def test_every_new_method_explains_through_the_suite(ndim):
     if ndim == 1:
         model, shape, n = mnist1d_cnn("study"), (40, 1), 3
     else:
-        model, shape, n = vgg7("study"), (24, 24, 3), 1
+        model, shape, n = vgg7("study"), (16, 16, 3), 1
     params = model.init(jax.random.key(0), jnp.zeros((1, *shape)))["params"]
     xs = rng.uniform(size=(n, *shape)).astype(np.float32)
     refs = rng.uniform(size=(4, *shape)).astype(np.float32)  # not the explained inputs: x - b != 0
-    suite = method_suite(model, params, ndim=ndim, light=True, image_size=24, references=refs,
+    suite = method_suite(model, params, ndim=ndim, light=True, image_size=16, references=refs,
                          methods=[m for m in MORE_METHODS if ndim == 2 or m not in IMAGE_ONLY])
     maps, ms = explain_all(suite, params, xs, np.zeros(n, int), key=jax.random.key(1))
     for name, m in maps.items():
