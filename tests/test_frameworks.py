@@ -216,3 +216,17 @@ def test_wrong_layouts_and_arguments_are_clear_errors(nets):
         xj.grad_cam(nets["nnx"], layer="blocks.1", reshape=lambda a: a * a)(x, 0)
     with pytest.raises(ValueError, match="where function must return a submodule"):
         xj.grad_cam(nets["eqx"], layer=lambda m: m.layers[1].weight)(x.T, 0)
+
+
+def test_reshape_must_only_rearrange(nets):
+    x = nets["xs"][0]
+    for bad in (lambda a: a + 1.0, lambda a: 2.0 * a, lambda a: jnp.cumsum(a, 0)):
+        with pytest.raises(ValueError, match="only rearrange"):
+            xj.grad_cam(nets["nnx"], layer="blocks.1", reshape=bad)(x, 0)
+    # a selection (dropping the first position) and a flip are rearrangements
+    for good in (lambda a: a[1:], lambda a: a[::-1]):
+        assert xj.grad_cam(nets["nnx"], layer="blocks.1", reshape=good)(x, 0).shape == (L,)
+    with pytest.raises(TypeError, match="relu must be a bool"):
+        xj.grad_cam(nets["nnx"], relu=0)
+    with pytest.raises(TypeError, match="layers must be a list"):
+        xj.sise(nets["nnx"], layers=1)

@@ -87,3 +87,20 @@ def test_infidelity_moves_attributions_methods_and_perturbations_with_the_inputs
     last = metrics.infidelity(f_last, XS, sal_last, TS, perturb_fn=first_channel_last, key=key)
     first = metrics.infidelity(f_first, xs_first, sal_first, TS, perturb_fn=first_channel, key=key, channel_axis=0)
     np.testing.assert_allclose(first["infidelity"], last["infidelity"], rtol=1e-4, atol=1e-7)
+
+
+def test_input_shaped_saliency_lists_and_delta_methods():
+    # faithfulness correlation takes maps shaped like the inputs: they move with the inputs
+    sal = np.asarray(jax.vmap(xj.gradient_x_input(f_last))(XS, TS))
+    kw = dict(subset_size=4, n_runs=8, key=jax.random.key(4))
+    last = metrics.faithfulness_correlation(f_last, XS, sal, targets=TS, **kw)
+    first = metrics.faithfulness_correlation(f_first, XS.transpose(0, 2, 1), sal.transpose(0, 2, 1), targets=TS,
+                                             channel_axis=0, **kw)
+    np.testing.assert_allclose(first["correlation"], last["correlation"], rtol=1e-5, atol=1e-6)
+    # a list of channels-first inputs is laid out too
+    want = metrics.drop_increase(f_last, XS, MAPS, targets=TS)
+    got = metrics.drop_increase(f_first, list(XS.transpose(0, 2, 1)), MAPS, targets=TS, channel_axis=0)
+    np.testing.assert_allclose(got["drop"], want["drop"], rtol=1e-5, atol=1e-7)
+    with pytest.raises(TypeError, match="return_delta"):
+        metrics.infidelity(f_last, XS, xj.integrated_gradients(f_last, steps=4, return_delta=True), TS,
+                           perturb_fn=metrics.gaussian_perturbation(0.1), key=jax.random.key(0))

@@ -151,3 +151,26 @@ def test_bad_arguments_are_clear_errors():
         xj.blur_ig(linear, max_sigma=0.0)
     with pytest.raises(ValueError, match=r"blur_ig takes x of shape \(length, C\) or \(H, W, C\)"):
         xj.blur_ig(lambda z: z.sum()[None])(jnp.ones(5), 0)
+
+
+def test_more_bad_inputs_are_clear_errors():
+    x = np.asarray(jax.random.uniform(jax.random.key(8), (16, 16, 3)))
+    f = lambda z: jnp.stack([z[:8].sum(), z[8:].sum()])  # noqa: E731
+    attr = np.ones((16, 16))
+    masks = np.ones((2, 16, 16), bool)
+    with pytest.raises(ValueError, match="at least one region"):
+        xj.xrai_regions(attr, np.zeros((0, 16, 16), bool))
+    with pytest.raises(ValueError, match="attr contains NaN"):
+        xj.xrai_regions(np.where(attr > 0, np.nan, 0.0), masks)
+    with pytest.raises(ValueError, match="min_pixel_diff must be >= 1"):
+        xj.xrai_regions(attr, masks, min_pixel_diff=-3)
+    with pytest.raises(ValueError, match="area_threshold must lie in"):
+        xj.xrai_regions(attr, masks, area_threshold=5.0)
+    with pytest.raises(ValueError, match="must return attributions shaped like x"):
+        xj.xrai(lambda z, t: z.sum(-1), segments=masks)(x, 0)
+    with pytest.raises(ValueError, match="image contains NaN"):
+        xj.felzenszwalb_segments(np.where(x > 0.5, np.nan, x))
+    with pytest.raises(ValueError, match="image must be \\(H, W, C\\)"):
+        xj.felzenszwalb_segments(np.moveaxis(x, -1, 0))
+    with pytest.raises(ValueError, match="baseline contains NaN"):
+        xj.guided_ig(f, baseline=jnp.full(x.shape, jnp.nan))

@@ -55,6 +55,8 @@ def score_cam(model: Any, params: Any = None, layer: Any = None, *, score: str =
     s = score_transform(score)
     baseline = check_float(baseline, "baseline")
     chunk_size = check_optional_int(chunk_size, "chunk_size")
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be a bool, got {type(relu).__name__} {relu!r}")
     lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "score_cam")
     f = lm.f
 

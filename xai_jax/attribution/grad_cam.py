@@ -59,8 +59,11 @@ def layer_access(model, params, layer, channel_axis, reshape, who: str, many: bo
     list of layers) once per input shape."""
     lm = LayerModel(model, params, channel_axis=channel_axis, reshape=reshape, who=who)
     if many:
-        if layer is not None and (isinstance(layer, str) or callable(layer) or len(layer) == 0):
-            raise ValueError(f"layers must be a non-empty list of layers, or None; got {layer!r}")
+        if layer is not None and not isinstance(layer, (list, tuple)):
+            raise TypeError(f"layers must be a list of layers (low to high), or None; got {type(layer).__name__} "
+                            f"{layer!r}")
+        if layer is not None and len(layer) == 0:
+            raise ValueError("layers must be a non-empty list of layers, or None; got []")
     elif layer is not None:
         lm.adapter.check_layer(layer)
     cache: dict = {}
@@ -112,9 +115,10 @@ def _resize(m: jax.Array, lm: LayerModel, x: jax.Array, upsample: bool) -> jax.A
     return upsample_to(m, lm.spatial(x)) if upsample else m
 
 
-def _check_upsample(upsample) -> bool:
-    if not isinstance(upsample, bool):
-        raise TypeError(f"upsample must be a bool, got {type(upsample).__name__} {upsample!r}")
+def _check_upsample(upsample, relu=True) -> bool:
+    for name, value in (("upsample", upsample), ("relu", relu)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return upsample
 
 
@@ -122,7 +126,7 @@ def _cam(weights_fn: Callable | None, model, params, layer, relu: bool, score: s
          channel_axis, reshape, upsample: bool, combine: Callable | None = None) -> Method:
     """A gradient CAM: map = sum_k weights_fn(A, g)_k A^k, or combine(A, g) for the maps that
     weight each position; then the optional ReLU and the upsampling."""
-    _check_upsample(upsample)
+    _check_upsample(upsample, relu)
     lm, grads = layer_gradient(model, params, layer, score, channel_axis=channel_axis, reshape=reshape, who=name)
 
     def cam(x, target):
@@ -236,7 +240,7 @@ def eigen_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool =
               precision: str | None = None) -> Method:
     """EigenCAM (Muhammad & Yeasin 2020): the first principal component of the layer's
     feature map, class-agnostic (the target is checked, not used); grad_cam's call shape."""
-    _check_upsample(upsample)
+    _check_upsample(upsample, relu)
     lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "eigen_cam")
 
     def cam(x, target):
@@ -266,7 +270,7 @@ def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: boo
     s = score_transform(score)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    _check_upsample(upsample)
+    _check_upsample(upsample, relu)
     lm, layer_for = layer_access(model, params, layer, channel_axis, reshape, "ablation_cam")
 
     def cam(x, target):

@@ -32,6 +32,7 @@ from xai_jax.attribution.common import (
     score_transform,
 )
 from xai_jax.attribution.loop_convs import loop_friendly
+from xai_jax.checks import is_concrete
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 EPSILON = 1e-9  # PAIR's tolerance on the L1 target (float64)
@@ -56,6 +57,8 @@ def guided_ig(f: Callable[[jax.Array], jax.Array], *, steps: int = 200, fraction
         base_array = jnp.asarray(baseline)
         if not jnp.issubdtype(base_array.dtype, jnp.floating):
             raise TypeError(f"baseline must be a number or a float array shaped like x, got dtype {base_array.dtype}")
+        if is_concrete(base_array) and not bool(jnp.isfinite(base_array).all()):
+            raise ValueError("baseline contains NaN or inf values")
     else:
         base_array = None
         baseline = check_float(baseline, "baseline")

@@ -36,12 +36,19 @@ MASK_BUCKET = 128  # the greedy loop is compiled per multiple of this many regio
 
 
 def felzenszwalb_segments(image, *, resize: bool = True, dilation_radius: int = 5) -> np.ndarray:
-    """(M, H, W) bool region masks of an (H, W, C) image (module docstring, step 2)."""
+    """(M, H, W) bool region masks of an (H, W, C) image, channels last (module docstring, step 2)."""
     from skimage import segmentation
     from skimage.morphology import dilation, disk
     from skimage.transform import resize as sk_resize
 
-    im = np.asarray(image, np.float64)
+    im = np.asarray(check_array(image, "image"), np.float64)
+    if im.ndim != 3 or im.shape[-1] > 4 or min(im.shape[:2]) < 2:
+        raise ValueError(f"image must be (H, W, C) with C <= 4 channels last, got shape {im.shape}")
+    if not np.isfinite(im).all():
+        raise ValueError("image contains NaN or inf values")
+    if not isinstance(resize, bool):
+        raise TypeError(f"resize must be a bool, got {type(resize).__name__} {resize!r}")
+    dilation_radius = check_int(dilation_radius, "dilation_radius", 0)
     lo, hi = im.min(), im.max()
     im = (im - lo) / (hi - lo) if hi > lo else np.zeros_like(im)
     im = im * 2.0 - 1.0
@@ -102,11 +109,20 @@ def xrai_regions(attr, masks, *, min_pixel_diff: int = 50, area_threshold: float
     """XRAI's greedy step on a 2-D attribution (H, W) and region masks (M, H, W) bool.
     Returns (heatmap (H, W) float, ranks (H, W) int: 1 for the region of highest gain,
     ..., and one past the last for pixels no region covered)."""
-    attr = np.asarray(attr, np.float32)
-    masks = np.asarray(masks, bool)
+    min_pixel_diff = check_int(min_pixel_diff, "min_pixel_diff", 1)
+    area_threshold = check_float(area_threshold, "area_threshold", low=0.0, high=1.0, low_open=True)
+    attr = np.asarray(check_array(attr, "attr"), np.float64)
+    masks = np.asarray(masks)
+    if masks.dtype != bool:
+        raise TypeError(f"masks must be a bool array (M, H, W), got dtype {masks.dtype}")
     if attr.ndim != 2 or masks.ndim != 3 or masks.shape[1:] != attr.shape:
         raise ValueError(f"xrai_regions takes attr (H, W) and masks (M, H, W) of the same H, W; got "
                          f"{attr.shape} and {masks.shape}")
+    if len(masks) == 0:
+        raise ValueError("xrai needs at least one region (masks has M = 0)")
+    if not np.isfinite(attr).all() or np.abs(attr).max() > np.finfo(np.float32).max:
+        raise ValueError("attr contains NaN or inf values, or values beyond float32's range")
+    attr = attr.astype(np.float32)
     flat = masks.reshape(len(masks), -1)
     bucket = -(-len(flat) // MASK_BUCKET) * MASK_BUCKET  # padded with empty regions (never chosen): few compiles
     flat = np.concatenate([flat, np.zeros((bucket - len(flat), flat.shape[1]), bool)])
@@ -137,6 +153,8 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
                         f"{type(method).__name__}")
     if getattr(method, "keyed", False):
         raise TypeError("xrai takes an unkeyed method (x, target) -> attributions; wrap a keyed one with its key")
+    if getattr(method, "returns_delta", False):
+        raise TypeError("xrai takes attributions: build the method without return_delta=True")
     min_pixel_diff = check_int(min_pixel_diff, "min_pixel_diff", 1)
     area_threshold = check_float(area_threshold, "area_threshold", low=0.0, high=1.0, low_open=True)
     channel_axis = check_int(channel_axis, "channel_axis")
@@ -160,7 +178,11 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
         image = np.moveaxis(np.asarray(x), channel_axis, -1)
         if not np.isfinite(np.asarray(x)).all():
             raise ValueError(f"x contains NaN or inf values (shape {tuple(x.shape)})")
-        attr = np.moveaxis(np.asarray(base(x, target)), channel_axis, -1).max(-1)
+        out = base(x, target)
+        if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"xrai's method must return attributions shaped like x {tuple(x.shape)} (e.g. "
+                             f"integrated_gradients), got {getattr(out, 'shape', type(out).__name__)}")
+        attr = np.moveaxis(np.asarray(out), channel_axis, -1).max(-1)
         if not np.isfinite(attr).all():  # the jitted method's NaN guard: a bad target, or a model that overflows
             raise ValueError(f"the base attribution is NaN or inf for target {target!r}: is the target in range, "
                              f"and are the model's scores finite for this x?")

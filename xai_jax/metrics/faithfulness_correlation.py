@@ -7,6 +7,7 @@ run r of input i draws its subset from fold_in(fold_in(key, i), r).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -43,7 +44,7 @@ def _fill_value(fill) -> Callable[[jax.Array], jax.Array]:
     return lambda x: jnp.asarray(value, x.dtype)
 
 
-@with_channel_axis
+@functools.partial(with_channel_axis, input_shaped=("saliency",))
 @at_precision
 def faithfulness_correlation(
     f: Callable[[jax.Array], jax.Array],

@@ -43,8 +43,8 @@ def _input_layout_method(method: Callable, axis: int) -> Callable:
 def with_channel_axis(metric: Callable, *, input_shaped: tuple[str, ...] = ()) -> Callable:
     """Adds channel_axis= to a metric metric(f, xs, ...) written for channels-last inputs.
     input_shaped: the names of arguments laid out like the inputs, moved with them: for
-    "attributions" an (N, *x.shape) array or a method; for "perturb_fn" a function
-    (key, x) -> I or (I, perturbed x)."""
+    "attributions" / "saliency" (the metric's third argument) an (N, *x.shape) array or a
+    method; for "perturb_fn" a function (key, x) -> I or (I, perturbed x)."""
     return _with_channel_axis(metric, input_shaped)
 
 
@@ -52,8 +52,15 @@ def _with_channel_axis(metric: Callable, input_shaped: tuple[str, ...]) -> Calla
     @functools.wraps(metric)
     def wrapper(f, xs, *args, channel_axis: int = -1, **kwargs):
         channel_axis = check_int(channel_axis, "channel_axis")
-        if channel_axis == -1 or not hasattr(xs, "ndim"):
+        if channel_axis == -1:
             return metric(f, xs, *args, **kwargs)  # the metric checks xs itself
+        if not hasattr(xs, "ndim"):
+            try:
+                xs = np.asarray(xs)
+            except (ValueError, TypeError):
+                return metric(f, xs, *args, **kwargs)  # not an array: the metric's own error
+            if xs.dtype == object or xs.ndim < 2:
+                return metric(f, xs, *args, **kwargs)
         rank = xs.ndim - 1  # one input's rank
         if not -rank <= channel_axis < rank:
             raise ValueError(f"channel_axis={channel_axis} is out of range for inputs of shape {tuple(xs.shape[1:])}")
@@ -65,11 +72,12 @@ def _with_channel_axis(metric: Callable, input_shaped: tuple[str, ...]) -> Calla
         if callable(f):
             inner = f
             f = lambda x: inner(jnp.moveaxis(x, -1, axis))  # noqa: E731
-        if "attributions" in input_shaped:
-            if args:
-                args = (_attributions_last(args[0], xs, axis, move), *args[1:])
-            elif "attributions" in kwargs:
-                kwargs["attributions"] = _attributions_last(kwargs["attributions"], xs, axis, move)
+        for name in ("attributions", "saliency"):  # the metric's third argument, laid out like the inputs
+            if name in input_shaped:
+                if args:
+                    args = (_attributions_last(args[0], xs, axis, move), *args[1:])
+                elif name in kwargs:
+                    kwargs[name] = _attributions_last(kwargs[name], xs, axis, move)
         if "perturb_fn" in input_shaped and callable(kwargs.get("perturb_fn")):
             perturb = kwargs["perturb_fn"]
             kwargs["perturb_fn"] = lambda key, x: _to_last(perturb(key, jnp.moveaxis(x, -1, axis)), axis)
@@ -81,7 +89,14 @@ def _with_channel_axis(metric: Callable, input_shaped: tuple[str, ...]) -> Calla
 
 def _attributions_last(attributions, xs, axis: int, move):
     if callable(attributions):
+        if getattr(attributions, "returns_delta", False):
+            return attributions  # refused by the metric with its own message
         return _input_layout_method(attributions, axis)
-    if tuple(getattr(attributions, "shape", ())) == tuple(xs.shape):
-        return move(attributions, 1 + axis, -1)
+    if not hasattr(attributions, "shape"):
+        try:
+            attributions = np.asarray(attributions)
+        except (ValueError, TypeError):
+            return attributions
+    if tuple(attributions.shape) == tuple(xs.shape):
+        return (jnp.moveaxis if isinstance(attributions, jax.Array) else np.moveaxis)(attributions, 1 + axis, -1)
     return attributions  # spatial maps: no channel axis

@@ -147,6 +147,9 @@ def infidelity(
     pair = _perturbation_kind(perturb_fn, tuple(xs.shape[1:]))
     targets = (np.full(len(xs), PREDICTED, np.int32) if targets is None
                else check_targets(targets, len(xs), n_classes))
+    if callable(attributions) and getattr(attributions, "returns_delta", False):
+        raise TypeError("attributions: a method built with return_delta=True returns (maps, delta); build it "
+                        "without return_delta for infidelity")
     if callable(attributions):
         method, arrays = attributions, ()
     else:

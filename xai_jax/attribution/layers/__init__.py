@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from xai_jax.attribution.layers.entry import Entry
@@ -70,6 +71,25 @@ def _adapter(model: Any, params: Any, who: str):
         return NnxLayers(model)
     from xai_jax.attribution.layers.equinox_modules import EquinoxLayers
     return EquinoxLayers(model)
+
+
+def _check_rearranges(to_grid: Callable, entry: Entry) -> None:
+    """reshape must pick values of the layer's output (select, reshape, transpose, repeat):
+    on distinct values it returns only those values, and zeros on zeros. Affine maps,
+    scalings and mixtures (a + 1, 2 a, cumsum) are refused: the gradients would be wrong."""
+    size = int(np.prod(entry.shape))
+    if size >= 2**24:  # distinct float32 integers; skip the check on huge layers
+        return
+    with jax.ensure_compile_time_eval():
+        distinct = jnp.arange(1, size + 1, dtype=jnp.float32).reshape(entry.shape)
+        picked = np.asarray(to_grid(distinct))
+        zeros = np.asarray(to_grid(jnp.zeros(entry.shape, jnp.float32)))
+    valid = (np.all(zeros == 0) and np.all(picked == np.round(picked)) and np.all(picked >= 1)
+             and np.all(picked <= size))
+    if not valid:
+        raise ValueError(f"reshape must only rearrange the values of layer {entry.name!r}'s output (select, reshape, "
+                         f"transpose), since it is applied to the gradients too; it changes them (e.g. adds, "
+                         f"scales or mixes values)")
 
 
 class ResolvedLayer(NamedTuple):
@@ -116,10 +136,11 @@ class LayerModel:
         axis = self._axis(x.ndim)
         expected = self.adapter.input_channels()
         if expected is not None and x.shape[axis] != expected:
+            batched = " or is x batched (this method takes one unbatched input)" if x.ndim >= 3 else ""
             raise ValueError(
                 f"channel_axis={self.channel_axis} reads {x.shape[axis]} channels from x of shape {tuple(x.shape)}, "
                 f"but the model's first convolution takes {expected} input channels: is the layout "
-                f"{'channels-first (channel_axis=0)' if axis != 0 else 'channels-last (channel_axis=-1)'}?")
+                f"{'channels-first (channel_axis=0)' if axis != 0 else 'channels-last (channel_axis=-1)'}{batched}?")
         self._checked_inputs.add(key)
 
     def spatial(self, x: jax.Array) -> tuple[int, ...]:
@@ -164,6 +185,7 @@ class LayerModel:
                 raise ValueError(f"reshape must only rearrange values (select, reshape, transpose), since it is "
                                  f"applied to gradients too; its linear transpose failed: {type(e).__name__}: "
                                  f"{e}") from e
+            _check_rearranges(to_grid, entry)
         else:
             if len(entry.shape) != spatial_rank + 1:
                 raise ValueError(
