@@ -35,10 +35,7 @@ those helpers is used here.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import importlib.util
-import json
 import sys
 import types
 from pathlib import Path
@@ -46,6 +43,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from peers import cli
 
 import xai_jax as xj
 from xai_jax.models import vgg7
@@ -157,18 +155,10 @@ def theirs(name: str) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "compare_grad_cam_peers")
-    p.add_argument("--quick", action="store_true", help="the same cases; writes only to --out")
-    p.add_argument("--data-dir", type=Path, default=None, help="unused (no data needed)")
-    args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    missing = [m for m in ("torch", "pytorch_grad_cam", "cv2") if importlib.util.find_spec(m) is None]
-    if missing:
-        message = (f"peers not installed: {', '.join(missing)}; nothing compared (pip install grad-cam==1.5.7 "
-                   f"opencv-python-headless into the peers venv; see compare_metrics_peers.py)")
-        print(message)
-        (args.out / "peers_missing.txt").write_text(message + "\n")
+    args = cli.parse(__doc__, ROOT / "results" / "compare_grad_cam_peers", argv)
+    if cli.missing(("torch", "pytorch_grad_cam", "cv2"), args.out,
+                   "pip install --no-deps grad-cam==1.5.7 ttach==0.0.3 and opencv-python-headless into the peers venv; "
+                   "see compare_metrics_peers.py"):
         return 0
     result = {"about": __doc__.splitlines()[0], "grad_cam": importlib.metadata.version("grad-cam"),
               "layer": LAYER, "methods": {}}
@@ -180,11 +170,7 @@ def main(argv=None) -> int:
         note = (f" (sign flipped on {flips} of {len(mine)} images)" if name == "eigen_cam" else
                 " (pytorch-grad-cam's 1e-6 in alpha's denominator; see above)" if name == "grad_cam_plus_plus" else "")
         print(f"  {name}: max |ours - pytorch-grad-cam| after ReLU + min-max = {err:.2e}{note}")
-    text = json.dumps(result) + "\n"
-    (args.out / "comparison.json").write_text(text)
-    if not args.quick:
-        REFERENCE.write_text(text)
-        print(f"wrote {REFERENCE}")
+    cli.write(result, args, REFERENCE)
     return 0
 
 

@@ -12,16 +12,14 @@ checks ours against them without Captum installed.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from peers import cli
 
 import xai_jax as xj
 from xai_jax.models import mnist1d_cnn, vgg7
@@ -69,18 +67,8 @@ def captum_maps(kind: str, window, stride) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "compare_occlusion_captum")
-    p.add_argument("--quick", action="store_true", help="the same cases; writes only to --out")
-    p.add_argument("--data-dir", type=Path, default=None, help="unused (no data needed)")
-    args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    missing = [m for m in ("torch", "captum") if importlib.util.find_spec(m) is None]
-    if missing:
-        message = (f"peers not installed: {', '.join(missing)}; nothing compared "
-                   f"(see experiments/compare_metrics_peers.py for the peers venv)")
-        print(message)
-        (args.out / "peers_missing.txt").write_text(message + "\n")
+    args = cli.parse(__doc__, ROOT / "results" / "compare_occlusion_captum", argv)
+    if cli.missing(("torch", "captum"), args.out, "see experiments/compare_metrics_peers.py for the peers venv"):
         return 0
     version = importlib.metadata.version("captum")
     result = {"about": __doc__.splitlines()[0], "captum": version, "cases": []}
@@ -90,11 +78,7 @@ def main(argv=None) -> int:
         result["cases"].append({"name": name, "kind": kind, "window": window, "stride": stride,
                                 "captum": theirs.tolist(), "max_rel_diff": rel})
         print(f"  {name}: max |ours - Captum| / max |Captum| = {rel:.2e}")
-    text = json.dumps(result) + "\n"
-    (args.out / "comparison.json").write_text(text)
-    if not args.quick:
-        REFERENCE.write_text(text)
-        print(f"wrote {REFERENCE}")
+    cli.write(result, args, REFERENCE)
     return 0
 
 

@@ -27,11 +27,8 @@ included on both sides; PAIR's IG uses 2 baselines x 100 steps, ours 1 x 200).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.metadata
-import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,6 +36,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from peers import cli
 
 import xai_jax as xj
 from xai_jax.models import mnist1d_cnn, vgg7
@@ -189,18 +187,10 @@ def speed(quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "compare_pair_saliency")
-    p.add_argument("--quick", action="store_true", help="the same cases, smaller speed rows; writes only to --out")
-    p.add_argument("--data-dir", type=Path, default=None, help="unused (no data needed)")
-    args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    missing = [m for m in ("saliency", "skimage") if importlib.util.find_spec(m) is None]
-    if missing:
-        message = (f"peers not installed: {', '.join(missing)}; nothing compared "
-                   f"(pip install saliency==0.2.1 scikit-image==0.26.0 into the peers venv)")
-        print(message)
-        (args.out / "peers_missing.txt").write_text(message + "\n")
+    args = cli.parse(__doc__, ROOT / "results" / "compare_pair_saliency", argv,
+                     "the same cases, smaller speed rows; writes only to --out")
+    if cli.missing(("saliency", "skimage"), args.out,
+                   "pip install saliency==0.2.1 scikit-image==0.26.0 into the peers venv"):
         return 0
     result = {"about": __doc__.splitlines()[0], "saliency": importlib.metadata.version("saliency"),
               "backend": jax.default_backend(), "cases": {}}
@@ -239,11 +229,7 @@ def main(argv=None) -> int:
           f"segment ranks identical {ranks_equal}")
 
     result["speed"] = speed(args.quick)
-    text = json.dumps(result) + "\n"
-    (args.out / "comparison.json").write_text(text)
-    if not args.quick:
-        REFERENCE.write_text(text)
-        print(f"wrote {REFERENCE}")
+    cli.write(result, args, REFERENCE)
     return 0
 
 
