@@ -144,6 +144,7 @@ def config_for(quick: bool) -> dict:
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from peers import cli  # noqa: E402
 
 import xai_jax as xj  # noqa: E402
 from xai_jax import metrics as xm  # noqa: E402
@@ -633,15 +634,6 @@ def _timed(fn, repeats: int) -> dict:
     return {"first_s": first, "first_compile_s": first_compile, "second_s": wall, "second_compile_s": compile_s}
 
 
-def _best(fn, repeats: int) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _forward_floor(f, xs: np.ndarray, per_input: int, batch: int, repeats: int) -> float:
     """Seconds (best of repeats) for N * per_input forwards of f, `batch * per_input` per jitted
     vmapped call (the shape in which our curve metrics evaluate them), after a warm-up call."""
@@ -655,7 +647,7 @@ def _forward_floor(f, xs: np.ndarray, per_input: int, batch: int, repeats: int) 
             out = fwd(chunk)
         jax.block_until_ready(out)
 
-    return _best(run, repeats)
+    return cli.best_time(run, repeats)
 
 
 def _gradient_floor(f, xs: np.ndarray, targets: np.ndarray, calls_per_input_batch: int, per_input: int, batch: int,
@@ -675,7 +667,7 @@ def _gradient_floor(f, xs: np.ndarray, targets: np.ndarray, calls_per_input_batc
             out = grad(chunk, t)
         jax.block_until_ready(out)
 
-    return _best(run, repeats)
+    return cli.best_time(run, repeats)
 
 
 def speed(s: dict, config: dict, quick: bool, repeats: int = 3) -> dict:
@@ -787,7 +779,7 @@ def _speed_rows(s: dict, config: dict, quick: bool, repeats: int, mine: dict, th
         peer_s = None
         if name in theirs:
             theirs[name](warm)
-            peer_s = _best(theirs[name], max(1, repeats - 1))
+            peer_s = cli.best_time(theirs[name], max(1, repeats - 1))
             row.update({"quantus_s": peer_s, "speedup_vs_quantus": peer_s / run,
                         "speedup_vs_quantus_wall": peer_s / wall})
             if goal is not None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -138,15 +137,6 @@ def rel(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
 
 
-def timed(fn, repeats: int = 1) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def speed(quick: bool) -> list[dict]:
     import saliency.core as saliency
     rows = []
@@ -154,21 +144,21 @@ def speed(quick: bool) -> list[dict]:
     f, xs, ts = setup("1d", n=n1, seed=1)
     gig = jax.jit(jax.vmap(xj.guided_ig(f, **GUIDED)))
     jax.block_until_ready(gig(xs, ts))
-    t_ours = timed(lambda: jax.block_until_ready(gig(xs, ts)), 3)
-    t_pair = timed(lambda: pair_guided(f, xs, ts))
+    t_ours = cli.best_time(lambda: jax.block_until_ready(gig(xs, ts)), 3)
+    t_pair = cli.best_time(lambda: pair_guided(f, xs, ts))
     rows.append({"job": f"Guided IG, MNIST-1D study CNN, {n1} inputs", "xai_jax_s": t_ours, "pair_s": t_pair})
     size, n2 = (32, 2) if quick else (64, 4)
     f, xs, ts = setup("2d", n=n2, size=size, seed=2)
     gig = jax.jit(jax.vmap(xj.guided_ig(f, **GUIDED)))
     jax.block_until_ready(gig(xs, ts))
     rows.append({"job": f"Guided IG, VGG {size} px, {n2} images",
-                 "xai_jax_s": timed(lambda: jax.block_until_ready(gig(xs, ts))),
-                 "pair_s": timed(lambda: pair_guided(f, xs, ts))})
+                 "xai_jax_s": cli.best_time(lambda: jax.block_until_ready(gig(xs, ts))),
+                 "pair_s": cli.best_time(lambda: pair_guided(f, xs, ts))})
     blur = jax.jit(jax.vmap(xj.blur_ig(f, **BLUR)))
     jax.block_until_ready(blur(xs, ts))
     rows.append({"job": f"Blur IG, VGG {size} px, {n2} images",
-                 "xai_jax_s": timed(lambda: jax.block_until_ready(blur(xs, ts))),
-                 "pair_s": timed(lambda: pair_blur(f, xs, ts))})
+                 "xai_jax_s": cli.best_time(lambda: jax.block_until_ready(blur(xs, ts))),
+                 "pair_s": cli.best_time(lambda: pair_blur(f, xs, ts))})
     ours_x = xj.xrai(xj.integrated_gradients(f, steps=200))  # 200 gradients, as PAIR's 2 baselines x 100
     [ours_x(x, t) for x, t in zip(xs[:1], ts[:1])]  # compile once
 
@@ -177,8 +167,8 @@ def speed(quick: bool) -> list[dict]:
             saliency.XRAI().GetMask(x, pair_call(f, int(t)))
 
     rows.append({"job": f"XRAI with its IG (200 gradients per image on both sides), VGG {size} px, {n2} images",
-                 "xai_jax_s": timed(lambda: [ours_x(x, t) for x, t in zip(xs, ts)]),
-                 "pair_s": timed(pair_x)})
+                 "xai_jax_s": cli.best_time(lambda: [ours_x(x, t) for x, t in zip(xs, ts)]),
+                 "pair_s": cli.best_time(pair_x)})
     for r in rows:
         r["pair_over_xai_jax"] = r["pair_s"] / r["xai_jax_s"]
         print(f"  {r['job']}: xai_jax {r['xai_jax_s']:.3f} s, PAIR {r['pair_s']:.2f} s: "

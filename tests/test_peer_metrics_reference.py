@@ -12,6 +12,7 @@ be outliers, see the JSON's why_tolerance).
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ def _need_reference():
 
 @pytest.fixture(scope="module")
 def script():
+    if str(ROOT / "experiments") not in sys.path:  # the script imports its sibling package `peers`
+        sys.path.insert(0, str(ROOT / "experiments"))
     spec = importlib.util.spec_from_file_location("compare_metrics_peers", ROOT / "experiments" /
                                                   "compare_metrics_peers.py")
     module = importlib.util.module_from_spec(spec)

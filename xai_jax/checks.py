@@ -26,6 +26,13 @@ if _TRACER is None:  # moved in newer JAX releases
     from jax._src.core import Tracer as _TRACER  # noqa: N811
 
 
+def error_summary(e: BaseException) -> str:
+    """'ErrorType: first line of the message' (at most 300 characters), for errors re-raised
+    with what the caller passed."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
 def is_concrete(*xs: Any) -> bool:
     """True when no argument is a tracer (so its values can be checked in Python)."""
     return not any(isinstance(x, _TRACER) for x in xs)
@@ -198,7 +205,7 @@ def num_outputs(f: Any, x_shape: tuple[int, ...], dtype=jnp.float32, name: str =
     except Exception as e:  # the model's own error, re-raised with what the caller passed
         raise ValueError(
             f"{name} cannot take x of shape {tuple(x_shape)} (one unbatched input is expected): "
-            f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            f"{error_summary(e)}"
         ) from e
     if not hasattr(out, "shape") or len(out.shape) != 1:
         raise ValueError(

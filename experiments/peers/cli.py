@@ -1,13 +1,14 @@
 """The command line shared by the peer comparison scripts (compare_occlusion_captum.py,
 compare_grad_cam_peers.py, compare_pair_saliency.py): the same flags, the same message when
 the peers are missing, and the same outputs (comparison.json under --out, and the committed
-reference when the run is not --quick). Imports no peer."""
+reference when the run is not --quick), and their timer. Imports no peer."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 
@@ -38,3 +39,13 @@ def write(result: dict, args, reference: Path) -> None:
     if not args.quick:
         reference.write_text(text)
         print(f"wrote {reference}")
+
+
+def best_time(fn, repeats: int = 1) -> float:
+    """The best of `repeats` wall-clock timings of fn() (no warm-up: the callers compile first)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best

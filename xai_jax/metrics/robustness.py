@@ -31,6 +31,7 @@ from xai_jax.checks import (
     check_int,
     check_key,
     check_targets,
+    error_summary,
     num_outputs,
     precision_scope,
 )
@@ -88,7 +89,7 @@ def _perturbation_kind(perturb_fn: Callable, x_shape: tuple[int, ...]) -> bool:
         out = jax.eval_shape(perturb_fn, jax.random.key(0), spec)
     except Exception as e:
         raise ValueError(f"perturb_fn cannot be called as perturb_fn(key, x) with x of shape {x_shape}: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
+                         f"{error_summary(e)}") from e
     pair = isinstance(out, (tuple, list))
     leaves = list(out) if pair else [out]
     if (pair and len(leaves) != 2) or any(getattr(o, "shape", None) != x_shape for o in leaves):

@@ -13,12 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xai_jax.checks import check_int
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+from xai_jax.checks import check_int, error_summary
 
 
 def check_model(model: Any, name: str = "model") -> nn.Module:
@@ -52,7 +47,7 @@ def param_shapes(model: nn.Module, input_shape: tuple[int, ...], name: str = "in
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     except Exception as e:  # the model's own error, re-raised with what the caller passed
         raise ValueError(f"{type(model).__name__} cannot take inputs of shape {tuple(input_shape)} "
-                         f"({name}; a batch is (N, {', '.join(map(str, input_shape))})): {_first_line(e)}") from e
+                         f"({name}; a batch is (N, {', '.join(map(str, input_shape))})): {error_summary(e)}") from e
     return variables.get("params", {})
 
 
@@ -68,7 +63,7 @@ def output_classes(model: nn.Module, input_shape: tuple[int, ...], params: Any =
             out = jax.eval_shape(lambda p, xb: model.apply({"params": p}, xb), params, x)
     except Exception as e:
         raise ValueError(f"{type(model).__name__} cannot take inputs of shape {tuple(input_shape)} ({name}): "
-                         f"{_first_line(e)}") from e
+                         f"{error_summary(e)}") from e
     if not hasattr(out, "shape") or len(out.shape) != 2:
         raise ValueError(f"model must return logits of shape (N, num_classes); for a batch of one input of shape "
                          f"{tuple(input_shape)} it returned {getattr(out, 'shape', type(out).__name__)}")

@@ -1,6 +1,6 @@
 """One layer API for every framework: the model as the user has it, read at one layer.
 
-`layer_model(model, params, channel_axis=, reshape=)` wraps
+`LayerModel(model, params, channel_axis=, reshape=)` wraps
 - a flax.linen module with its params (layer: a path "block/conv"), applied to batches;
 - a Flax NNX module (layer: an attribute path "blocks.2.conv"), called on batches;
 - an Equinox module (layer: a where function lambda m: m.layers[3]), called on ONE input;
@@ -36,7 +36,7 @@ from xai_jax.attribution.layers.entry import Entry
 from xai_jax.attribution.layers.split import Split
 from xai_jax.checks import check_int
 
-__all__ = ["Entry", "LayerModel", "ResolvedLayer", "Split", "layer_model", "list_layers"]
+__all__ = ["Entry", "LayerModel", "ResolvedLayer", "Split", "list_layers"]
 
 
 def _is_equinox(model: Any) -> bool:
@@ -216,11 +216,6 @@ class LayerModel:
         native = None if grid_deltas is None else [r.from_grid(d) for r, d in zip(layers, grid_deltas)]
         logits, acts = self.adapter.run(x, [r.entry.handle for r in layers], native)
         return logits, [r.to_grid(a) for r, a in zip(layers, acts)]
-
-
-def layer_model(model: Any, params: Any = None, *, channel_axis: int | None = None, reshape: Callable | None = None,
-                who: str = "this method") -> LayerModel:
-    return LayerModel(model, params, channel_axis=channel_axis, reshape=reshape, who=who)
 
 
 def list_layers(model: Any, params: Any = None, x: jax.Array | None = None, *,

@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 
 from xai_jax.attribution.layers.entry import Entry
+from xai_jax.checks import error_summary
 
 
 class _Captured(eqx.Module):
@@ -84,6 +85,16 @@ class EquinoxLayers:
                             replace=[_Captured(_getter(p)(self.model), hooks[p]) for p in paths])
         return model(x)
 
+    def _input(self, x_shape: tuple[int, ...], dtype) -> jax.ShapeDtypeStruct:
+        """x's shape, checked by tracing the model on it (a clear error if it cannot take it)."""
+        x = jax.ShapeDtypeStruct(x_shape, dtype)
+        try:
+            jax.eval_shape(self.model, x)
+        except Exception as e:
+            raise ValueError(f"the Equinox model cannot take x of shape {x_shape} (one unbatched input, channels "
+                             f"first): {error_summary(e)}") from e
+        return x
+
     def _entry(self, path, module, shape) -> Entry:
         conv = isinstance(module, eqx.nn.Conv)
         return Entry(_name(path), type(module).__name__, shape, path, conv, module.out_channels if conv else None)
@@ -91,12 +102,7 @@ class EquinoxLayers:
     def entries(self, x_shape: tuple[int, ...], dtype) -> list[Entry]:
         """Modules that the forward pass calls, in tree order, with their output shapes
         (one shape trace per module: tree_at cannot wrap a module and its parent at once)."""
-        x = jax.ShapeDtypeStruct(x_shape, dtype)
-        try:
-            jax.eval_shape(self.model, x)
-        except Exception as e:
-            raise ValueError(f"the Equinox model cannot take x of shape {x_shape} (one unbatched input, channels "
-                             f"first): {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
+        x = self._input(x_shape, dtype)
         out = []
         for path, module in self.modules:
             shape = self._shape_of(path, x)
@@ -122,12 +128,7 @@ class EquinoxLayers:
 
     def resolve(self, layer: Callable | None, x_shape: tuple[int, ...], dtype) -> Entry:
         """The layer's entry; None: the last eqx.nn.Conv in tree order that the model calls."""
-        x = jax.ShapeDtypeStruct(x_shape, dtype)
-        try:
-            jax.eval_shape(self.model, x)
-        except Exception as e:
-            raise ValueError(f"the Equinox model cannot take x of shape {x_shape} (one unbatched input, channels "
-                             f"first): {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
+        x = self._input(x_shape, dtype)
         if layer is None:
             for path, module in reversed(self.modules):
                 if isinstance(module, eqx.nn.Conv):

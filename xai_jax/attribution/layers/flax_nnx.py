@@ -19,6 +19,7 @@ import jax
 from flax import nnx
 
 from xai_jax.attribution.layers.entry import Entry, find_named
+from xai_jax.checks import error_summary
 
 _HOOKED: dict[type, type] = {}
 _ACTIVE: dict[int, object] = {}  # id(module copy) -> callback(out) -> out, only during a run
@@ -83,7 +84,7 @@ class NnxLayers:
                            jax.ShapeDtypeStruct(x_shape, dtype))
         except Exception as e:
             raise ValueError(f"the NNX module cannot take x of shape {x_shape} (called as model(x[None]) on one "
-                             f"input): {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
+                             f"input): {error_summary(e)}") from e
         modules = dict(nnx.iter_modules(nnx.merge(self.graphdef, self.state)))
         by_name = {_name(p): m for p, m in modules.items() if p}
         out = []  # in the order the calls return (an inner module before its parent), as for linen

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 
 from xai_jax.attribution.layers.entry import Entry, find_named, is_conv_class
+from xai_jax.checks import error_summary
 
 
 def _path(module: nn.Module) -> str:
@@ -57,7 +58,7 @@ class LinenLayers:
             jax.eval_shape(run, jax.ShapeDtypeStruct(x_shape, dtype))
         except Exception as e:  # flax's own error, re-raised with what the caller passed
             raise ValueError(f"model.apply with these params cannot take x of shape {x_shape} (one unbatched "
-                             f"input): {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
+                             f"input): {error_summary(e)}") from e
         return found
 
     def check_layer(self, layer) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import jax
 
 from xai_jax.attribution.layers.entry import Entry
-from xai_jax.checks import check_callable
+from xai_jax.checks import check_callable, error_summary
 
 
 class Split:
@@ -46,7 +46,7 @@ class SplitLayers:
             a = jax.eval_shape(self.model.features, jax.ShapeDtypeStruct(x_shape, dtype))
         except Exception as e:
             raise ValueError(f"Split.features cannot take x of shape {x_shape} (one unbatched input): "
-                             f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from e
+                             f"{error_summary(e)}") from e
         if not hasattr(a, "shape"):
             raise ValueError(f"Split.features must return one array (the feature map), got {type(a).__name__}")
         return [Entry("features", "Split", tuple(a.shape), "features", True, None)]
