@@ -127,4 +127,4 @@ def test_default_batch_size_comes_from_xla_memory_analysis(monkeypatch):
     assert 1 <= tight < 300 and tight % 4 == 0, tight
     # attribute probes once per (method, input shape): a new N reuses the figure
     capacity = batching.inputs_per_call(fn, rows, (jax.random.key(0),))
-    assert batching._batch_for(7, capacity) == min(7, capacity)
+    assert batching.batch_for(7, capacity) == min(7, capacity)

@@ -159,6 +159,36 @@ def test_mprt_bad_input():
         mprt(INPUT_ITSELF, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY, absolute=1)
 
 
+def test_randomisation_default_batch_comes_from_the_memory_budget(monkeypatch):
+    from xai_jax import batching
+
+    roomy = mprt(SALIENCY, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY)
+    assert roomy["batch_size"] == len(CNN_XS)  # 6 small signals: one call
+    monkeypatch.setattr(batching, "CPU_BATCH_BUDGET", 16 * 1024)  # a tight budget: calls of fewer inputs
+    # probed once per program: SALIENCY keeps its figure, a new make_method is probed anew
+    assert mprt(SALIENCY, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY)["batch_size"] == len(CNN_XS)
+    tight = mprt(lambda p: lambda x, t: SALIENCY(p)(x, t), CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY)
+    assert 1 <= tight["batch_size"] < len(CNN_XS), tight["batch_size"]
+    for layer in roomy["layers"]:
+        np.testing.assert_allclose(tight["similarity"][layer], roomy["similarity"][layer], atol=1e-6)
+    f = xj.model_fn(CNN, CNN_PARAMS)
+    assert random_logit(xj.saliency, f, CNN_XS, CNN_T, key=KEY)["batch_size"] < len(CNN_XS)
+    fresh = lambda p: lambda x, t: SALIENCY(p)(x, t)  # noqa: E731
+    assert efficient_mprt(fresh, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY)["batch_size"] < len(CNN_XS)
+    assert mprt(SALIENCY, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY, batch_size=5)["batch_size"] == 5
+
+
+def test_randomisation_maps_that_turn_nan_are_named_on_the_device_and_host_paths():
+    def nan_when_randomised(p):  # finite for the trained dense layer, NaN once it is replaced
+        sal = SALIENCY(p)
+        same = jnp.all(p["dense"]["kernel"] == CNN_PARAMS["dense"]["kernel"])
+        return lambda x, t: jnp.where(same, sal(x, t), jnp.nan)
+
+    for reduce in (None, lambda m: np.asarray(m)[..., 0]):
+        with pytest.raises(ValueError, match=r"mprt: the method returned NaN or inf maps for inputs \[0, 1, 2"):
+            mprt(nan_when_randomised, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY, reduce=reduce)
+
+
 # ----------------------------------------------------------------------------- smooth / efficient MPRT
 
 

@@ -11,8 +11,12 @@
 Layers are the top-level entries of the flax params (call order); a layer is randomised by
 replacing its params with those of `model.init(key, ...)`. Params are an argument of one
 jitted function, so every randomised copy reuses one compiled program. Explanations are
-computed in fixed-size padded batches (xai_jax.batches.run_in_batches); input i of a keyed
+computed in fixed-size padded batches (xai_jax.batching.run_in_batches); input i of a keyed
 method gets jax.random.fold_in(method_key, i), so results never depend on batch_size.
+batch_size (inputs per compiled call) defaults to None: as many as fit the memory budget of
+xai_jax.batching.inputs_per_call (XLA's memory analysis of the map program, probed once per
+program and input shape; 32 MiB per call on CPUs). On the 2-core development CPU that took
+MPRT on 1,000 MNIST-1D inputs from batches of 100 (Quantus' default) to one call of 1,000.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.attribution.common import model_fn
-from xai_jax.batching import program_cache, run_in_batches
+from xai_jax.batching import batch_for, inputs_per_call, program_cache, run_in_batches
 from xai_jax.checks import (
     check_batch,
     check_choice,
@@ -117,10 +121,6 @@ def _spearman_ranked(a: jax.Array, ranks_a: jax.Array, b: jax.Array) -> jax.Arra
     return jax.vmap(lambda x, r, y: _degenerate(x, y, pearson_row(r, average_ranks(y))))(a, ranks_a, b)
 
 
-def _spearman_against(ranked: tuple[jax.Array, jax.Array], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """spearman rows of (a, b), a's ranks given (ranked = (a on the device, its ranks))."""
-    del a
-    return np.asarray(_spearman_ranked(*ranked, jnp.asarray(b.reshape(len(b), -1), jnp.float32)))
 _BATCHED = {kind: jax.jit(jax.vmap(fn)) for kind, fn in _ROW_FNS.items()}
 
 
@@ -181,6 +181,23 @@ def _normalised(maps: np.ndarray, how: str | None) -> np.ndarray:
     return maps / scale
 
 
+@functools.partial(jax.jit, static_argnames=("how", "absolute"))
+def _prepared_rows(maps: jax.Array, how: str | None, absolute: bool) -> tuple[jax.Array, jax.Array]:
+    """_normalised, then |.| if absolute, on the device: (N, D) float32 rows and (N,) whether
+    each map is finite."""
+    flat = maps.reshape(maps.shape[0], -1).astype(jnp.float32)
+    finite = jnp.isfinite(flat).all(1)
+    if how is not None:
+        scale = jnp.abs(flat).max(1) if how == "max" else jnp.sqrt((flat**2).mean(1))
+        flat = flat / jnp.where(scale > 0, scale, 1.0)[:, None]
+    return (jnp.abs(flat) if absolute else flat), finite
+
+
+def _bad_maps_error(who: str, bad: np.ndarray) -> ValueError:
+    return ValueError(f"{who}: the method returned NaN or inf maps for inputs {np.flatnonzero(bad)[:5].tolist()}"
+                      f"{' ...' if bad.sum() > 5 else ''}")
+
+
 def _check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
@@ -215,8 +232,7 @@ def _checked_maps(out, reduce, n: int, who: str) -> np.ndarray:
         raise ValueError(f"{who}: reduce must keep the leading batch axis ({n} maps), got shape {out.shape}")
     bad = ~np.isfinite(out.reshape(n, -1)).all(1)
     if bad.any():
-        raise ValueError(f"{who}: the method returned NaN or inf maps for inputs {np.flatnonzero(bad)[:5].tolist()}"
-                         f"{' ...' if bad.sum() > 5 else ''}")
+        raise _bad_maps_error(who, bad)
     return out
 
 
@@ -261,13 +277,11 @@ class _ModelMetric:
         self.key = check_key(key)
         self.keyed = method_key is not None
         self.method_key = check_key(method_key, "method_key") if self.keyed else jax.random.key(0)
-        self.batch_size = check_int(batch_size, "batch_size", 1)
+        batch_size = None if batch_size is None else check_int(batch_size, "batch_size", 1)
         self.reduce = reduce
         self.params = params
         self.layers = list(params.keys())  # flax keeps call order
-        f = model_fn(model, params)
-        self.targets = _resolve_targets(f, self.xs, targets, _model_outputs(model, params, self.xs.shape[1:]),
-                                        self.batch_size)
+        n_classes = _model_outputs(model, params, self.xs.shape[1:])
         self.fresh = _jitted_init(model)(self.key, jnp.zeros((1, *self.xs.shape[1:]), jnp.float32))["params"]
         missing = [layer for layer in self.layers if layer not in self.fresh]
         if missing:
@@ -305,11 +319,51 @@ class _ModelMetric:
         if tag not in cache:
             cache[tag] = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
         self._run = cache[tag]
+        self.batch_size = batch_size if batch_size is not None else self._auto_batch(cache, tag)
+        self.targets = _resolve_targets(model_fn(model, params), self.xs, targets, n_classes, self.batch_size)
+
+    def _auto_batch(self, cache: dict, tag) -> int:
+        """Inputs per call: as many as fit the memory budget (batching.inputs_per_call, from
+        XLA's memory analysis of the map program; params not counted), probed once per program,
+        input shape and params shapes."""
+        probe = ("inputs_per_call", tag, self.xs.shape[1:], jax.tree.structure(self.params),
+                 tuple(tuple(np.shape(v)) for v in jax.tree.leaves(self.params)))
+        if probe not in cache:
+            rows = (jax.ShapeDtypeStruct(self.xs.shape[1:], jnp.float32), jax.ShapeDtypeStruct((), jnp.int32),
+                    jax.ShapeDtypeStruct((), jnp.int32))
+            cache[probe] = inputs_per_call(self._run, rows, before=(self.params,))
+        return batch_for(len(self.xs), cache[probe])
 
     def maps(self, params) -> np.ndarray:
         out = run_in_batches(lambda x, t, i: self._run(params, x, t, i), (self.xs, self.targets),
                              min(self.batch_size, len(self.xs)), with_index=True)
         return _checked_maps(out, self.reduce, len(self.xs), self.who)
+
+    def rows(self, params, how: str | None, absolute: bool, checked: list | None = None):
+        """The maps of params as (N, D) float32 rows, normalised (how: see _normalised) and
+        |.| if absolute. Without `reduce` they never leave the device: whether each map is
+        finite is read back here, or (checked: a list) appended to `checked` for one later
+        `check` (so that several calls dispatch without waiting). With `reduce`, the host
+        path of `maps`."""
+        if self.reduce is not None:
+            maps = _normalised(self.maps(params), how)
+            maps = np.abs(maps) if absolute else maps
+            return np.ascontiguousarray(maps.reshape(len(maps), -1), np.float32)
+        out = run_in_batches(lambda x, t, i: self._run(params, x, t, i), (self.xs, self.targets),
+                             min(self.batch_size, len(self.xs)), with_index=True, to_numpy=False)
+        flat, finite = _prepared_rows(out, how, absolute)
+        if checked is None:
+            self.check([finite])
+        else:
+            checked.append(finite)
+        return flat
+
+    def check(self, finite: list) -> None:
+        """Raise for the first list entry (N,) with a non-finite map."""
+        for flags in finite:
+            bad = ~np.asarray(flags)
+            if bad.any():
+                raise _bad_maps_error(self.who, bad)
 
     def randomised(self, order: str):
         """(layer, params) in randomisation order: cascading top-down / bottom-up, or each layer alone."""
@@ -323,22 +377,23 @@ class _ModelMetric:
 
 
 def _layerwise(metric: _ModelMetric, order: str, similarity: str, absolute: bool, normalise: str | None):
-    def prepared(maps):
-        maps = _normalised(maps, normalise)
-        return np.abs(maps) if absolute else maps
-
-    original = prepared(metric.maps(metric.params))
-    similarity = _check_similarity(similarity, int(np.prod(original.shape[1:])))
-    compare = functools.partial(_similarities, kind=similarity, batch_size=metric.batch_size)
+    finite: list = []  # every state is dispatched before anything is read back
+    original = metric.rows(metric.params, normalise, absolute, finite)
+    similarity = _check_similarity(similarity, original.shape[1])
     if similarity == "spearman":  # the original's ranks once, not once per layer
-        flat = jnp.asarray(original.reshape(len(original), -1), jnp.float32)
-        ranked = (flat, _RANKS(flat))
-        compare = functools.partial(_spearman_against, ranked)
+        ranked = (jnp.asarray(original), _RANKS(jnp.asarray(original)))
+        compare = functools.partial(_spearman_ranked, *ranked)
+    else:
+        compare = functools.partial(_similarities, np.asarray(original), kind=similarity,
+                                    batch_size=metric.batch_size)
     layers, sims = [], {}
     for name, params in metric.randomised(order):
-        sims[name] = compare(original, prepared(metric.maps(params)))
+        sims[name] = compare(jnp.asarray(metric.rows(params, normalise, absolute, finite)))
         layers.append(name)
-    return {"layers": layers, "similarity": sims, "mean": {name: float(s.mean()) for name, s in sims.items()}}
+    metric.check(finite)
+    sims = {name: np.asarray(v) for name, v in sims.items()}
+    return {"layers": layers, "similarity": sims, "mean": {name: float(s.mean()) for name, s in sims.items()},
+            "batch_size": metric.batch_size}
 
 
 # ----------------------------------------------------------------------------- MPRT family
@@ -357,7 +412,7 @@ def mprt(
     absolute: bool = True,
     normalise: bool = True,
     method_key: jax.Array | None = None,
-    batch_size: int = 100,
+    batch_size: int | None = None,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
     precision: str | None = "highest",
 ) -> dict[str, Any]:
@@ -377,7 +432,9 @@ def mprt(
     same for every layer. reduce: maps (N, ...) -> (N, ...) NumPy, e.g. a channel sum.
 
     Returns {"layers": [names in randomisation order], "similarity": {layer: (N,)},
-    "mean": {layer: float}}. Deviation from Quantus: maps are normalised one by one (Quantus
+    "mean": {layer: float}, "batch_size": inputs per compiled call}. batch_size: None
+    (default) for as many as fit the memory budget (see the module docstring).
+    Deviation from Quantus: maps are normalised one by one (Quantus
     divides a whole batch by its largest value, so a score depends on the other inputs;
     only SSIM sees the difference, the correlations are scale invariant), and a constant map
     has a defined similarity (see map_similarity; Quantus/scipy return NaN).
@@ -406,7 +463,7 @@ def smooth_mprt(
     absolute: bool = True,
     normalise: bool = True,
     method_key: jax.Array | None = None,
-    batch_size: int = 10,
+    batch_size: int | None = None,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
     precision: str | None = "highest",
 ) -> dict[str, Any]:
@@ -467,7 +524,7 @@ def efficient_mprt(
     absolute: bool = False,
     normalise: bool = False,
     method_key: jax.Array | None = None,
-    batch_size: int = 100,
+    batch_size: int | None = None,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
     precision: str | None = "highest",
 ) -> dict[str, Any]:
@@ -483,9 +540,9 @@ def efficient_mprt(
     moment) as Quantus' flags, both off by default as there.
 
     Returns {"score": (N,), "complexity_original": (N,), "complexity_randomised": (N,),
-    "mean": float}. The ratio is undefined where H(e(x)) = 0 (a constant original map):
-    such scores are NaN, "mean" averages the others, and a warning names the inputs
-    (Quantus divides by zero).
+    "mean": float, "batch_size": inputs per compiled call}. The ratio is undefined where
+    H(e(x)) = 0 (a constant original map): such scores are NaN, "mean" averages the others,
+    and a warning names the inputs (Quantus divides by zero).
     precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
     "highest", the default, keeps TF32 out on GPUs).
     """
@@ -498,9 +555,7 @@ def efficient_mprt(
         entropies = _entropy_program(n_bins)
 
         def complexity(p):
-            maps = _normalised(metric.maps(p), "second_moment" if normalise else None)
-            maps = np.abs(maps) if absolute else maps
-            flat = np.ascontiguousarray(maps.reshape(len(maps), -1), np.float32)
+            flat = metric.rows(p, "second_moment" if normalise else None, absolute)
             return run_in_batches(entropies, (flat,), min(metric.batch_size, len(flat)))
 
         h_orig, h_rand = complexity(params), complexity(dict(metric.fresh))
@@ -510,7 +565,8 @@ def efficient_mprt(
             warnings.warn(f"efficient_mprt: the original maps of inputs {np.flatnonzero(~defined)[:5].tolist()} are "
                           f"constant (entropy 0), so their relative rise is undefined (NaN)", stacklevel=2)
         mean = float(score[defined].mean()) if defined.any() else float("nan")
-        return {"score": score, "complexity_original": h_orig, "complexity_randomised": h_rand, "mean": mean}
+        return {"score": score, "complexity_original": h_orig, "complexity_randomised": h_rand, "mean": mean,
+                "batch_size": metric.batch_size}
 
 
 # ----------------------------------------------------------------------------- random logit
@@ -550,7 +606,7 @@ def random_logit(
     absolute: bool = False,
     normalise: bool = True,
     method_key: jax.Array | None = None,
-    batch_size: int = 100,
+    batch_size: int | None = None,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
     precision: str | None = "highest",
 ) -> dict[str, Any]:
@@ -569,7 +625,8 @@ def random_logit(
     fold_in(method_key, i) for both explanations of input i. similarity: see
     map_similarity; Quantus' default is "ssim", this library's "spearman".
 
-    Returns {"similarity": (N,), "off_targets": (N,) the drawn classes, "mean": float}.
+    Returns {"similarity": (N,), "off_targets": (N,) the drawn classes, "mean": float,
+    "batch_size": inputs per compiled call (None given: as many as fit the memory budget)}.
     Deviations: per-map normalisation and constant maps as in `mprt`.
     precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
     "highest", the default, keeps TF32 out on GPUs).
@@ -585,14 +642,10 @@ def random_logit(
         key = check_key(key)
         keyed = method_key is not None
         mkey = check_key(method_key, "method_key") if keyed else jax.random.key(0)
-        batch_size = check_int(batch_size, "batch_size", 1)
+        batch_size = None if batch_size is None else check_int(batch_size, "batch_size", 1)
         absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
         if reduce is not None and not callable(reduce):
             raise TypeError(f"reduce must be a function maps -> maps or None, got {type(reduce).__name__}")
-        targets = _resolve_targets(f, xs, targets, n_out, batch_size)
-        if targets.max() >= num_classes:
-            raise ValueError(f"targets must lie in [0, num_classes={num_classes}) (the classes the off-target is "
-                             f"drawn from), got {int(targets.max())}")
         method = _as_method(method_or_factory, f)
 
         def one(x, t, i):
@@ -609,6 +662,17 @@ def random_logit(
         if tag not in cache:
             cache[tag] = jax.jit(jax.vmap(one))
         run = cache[tag]
+        if batch_size is None:  # as many inputs per call as fit the memory budget, probed once per shape
+            probe = ("inputs_per_call", tag, xs.shape[1:])
+            if probe not in cache:
+                cache[probe] = inputs_per_call(run, (jax.ShapeDtypeStruct(xs.shape[1:], jnp.float32),
+                                                     jax.ShapeDtypeStruct((), jnp.int32),
+                                                     jax.ShapeDtypeStruct((), jnp.int32)))
+            batch_size = batch_for(len(xs), cache[probe])
+        targets = _resolve_targets(f, xs, targets, n_out, batch_size)
+        if targets.max() >= num_classes:
+            raise ValueError(f"targets must lie in [0, num_classes={num_classes}) (the classes the off-target is "
+                             f"drawn from), got {int(targets.max())}")
         original, other, off = run_in_batches(run, (xs, targets), min(batch_size, len(xs)), with_index=True)
         n = len(xs)
 
@@ -618,4 +682,5 @@ def random_logit(
 
         a, b = prepared(original), prepared(other)
         sims = _similarities(a, b, _check_similarity(similarity, int(np.prod(a.shape[1:]))), batch_size)
-        return {"similarity": sims, "off_targets": off.astype(np.int32), "mean": float(sims.mean())}
+        return {"similarity": sims, "off_targets": off.astype(np.int32), "mean": float(sims.mean()),
+                "batch_size": batch_size}
