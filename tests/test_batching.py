@@ -128,3 +128,18 @@ def test_default_batch_size_comes_from_xla_memory_analysis(monkeypatch):
     # attribute probes once per (method, input shape): a new N reuses the figure
     capacity = batching.inputs_per_call(fn, rows, (jax.random.key(0),))
     assert batching.batch_for(7, capacity) == min(7, capacity)
+
+
+@pytest.mark.parametrize("n, capacity", [(1000, 957), (200, 33), (5000, 1379), (10, 3), (65, 64), (7, 100),
+                                         (1, 1), (999, 1000), (4096, 64)])
+def test_batches_are_balanced_and_few_shapes(n, capacity):
+    from xai_jax import batching
+
+    size = batching.batch_for(n, capacity)
+    calls = -(-n // size)
+    assert size <= max(capacity, 1) and calls == -(-n // capacity)  # the fewest calls the capacity allows
+    grain = max(1, capacity // batching.BATCH_SHAPES)
+    assert calls * size - n < calls * grain  # padding: under one grain per call (not a whole batch)
+    if n > capacity:
+        assert size % grain == 0  # one of capacity // grain shapes, whatever n is
+    assert batching.batch_for(n, capacity, multiple=4) % 4 == 0

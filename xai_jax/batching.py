@@ -206,15 +206,31 @@ def inputs_per_call(fn: Callable, example_rows, args: tuple = (), before: tuple 
     return max(1, int(budget // per_input))
 
 
+BATCH_SHAPES = 16  # batch sizes at most one capacity gives: their grain is capacity // BATCH_SHAPES
+
+
 def batch_for(n: int, capacity: int | None, multiple: int = 1) -> int:
-    """min(n, capacity) (DEFAULT_BATCH without a capacity), rounded up to `multiple`."""
-    size = min(n, DEFAULT_BATCH if capacity is None else capacity)
-    return -(-max(1, size) // multiple) * multiple
+    """Inputs per call for n inputs and a capacity (DEFAULT_BATCH when None): all n in one call
+    when they fit; otherwise the fewest calls, ceil(n / capacity), of equal size rounded up to
+    a multiple of capacity // BATCH_SHAPES (at most the capacity). The last call then pads few
+    inputs (1,000 inputs at a capacity of 957: 2 calls of 531, not 957 + a padded 957), and
+    one capacity gives at most BATCH_SHAPES batch shapes, so compiles stay few. Finally
+    rounded up to `multiple` (the device count of a mesh)."""
+    cap = DEFAULT_BATCH if capacity is None else max(1, int(capacity))
+    if n <= cap:
+        size = max(1, n)
+    else:
+        calls = -(-n // cap)
+        grain = max(1, cap // BATCH_SHAPES)
+        even = -(-n // calls)  # ceil(n / calls)
+        size = min(cap, -(-even // grain) * grain)
+    return -(-size // multiple) * multiple
 
 
 def auto_batch_size(fn: Callable, example_rows, n: int, args: tuple = (), multiple: int = 1) -> int:
-    """The batch size `attribute` uses by default: min(n, inputs_per_call), DEFAULT_BATCH when
-    XLA gives no figures; rounded up to `multiple` (the device count of a mesh)."""
+    """The batch size `attribute` uses by default: batch_for(n, inputs_per_call(...)), with
+    DEFAULT_BATCH as the capacity when XLA gives no figures; rounded up to `multiple` (the
+    device count of a mesh)."""
     return batch_for(n, inputs_per_call(fn, example_rows, args), multiple)
 
 
