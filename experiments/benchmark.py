@@ -452,8 +452,9 @@ def metrics_table(results: dict) -> str:
                       f"{r['speedup_vs_quantus']:.1f}x" if peer else "",
                       f">= {r['goal_speedup']:.0f}x" if r.get("goal_speedup") else "report",
                       (f"{r['ratio_to_floor']:.2f} (forward floor, goal <= 1.2)" if "forward_floor_s" in r else
-                       f"{r['ratio_to_floor']:.2f} (gradient floor; Quantus / floor = "
-                       f"{r['speedup_bound_at_floor']:.1f}x)" if "speedup_bound_at_floor" in r else
+                       f"{r['ratio_to_floor']:.2f} (gradient floor, {r['maps_per_call']} maps per call; Quantus / "
+                       f"floor = {r['speedup_bound_at_floor']:.1f}x, / best floor over call sizes = "
+                       f"{r['speedup_bound_at_best_floor']:.1f}x)" if "speedup_bound_at_floor" in r else
                        f"{r['ratio_to_floor']:.2f} (gradient floor)" if "ratio_to_floor" in r else "")])
     return markdown_table(header, table)
 
