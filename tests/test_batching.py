@@ -88,6 +88,7 @@ def test_fused_validation_names_the_inputs_on_device(bad, match):
 def test_numpy_inputs_are_put_on_the_device_one_batch_ahead(monkeypatch):
     from xai_jax import batching
 
+    monkeypatch.setattr(batching, "HOST_FEED_PLATFORMS", ())  # the accelerator path, on this CPU
     events = []
     real_put = jax.device_put
 
@@ -106,6 +107,33 @@ def test_numpy_inputs_are_put_on_the_device_one_batch_ahead(monkeypatch):
     np.testing.assert_array_equal(out, xs)
     # batch k + 1 is transferred before batch k runs (double buffering)
     assert events == [("put", 0), ("put", 4), ("run", 0), ("put", 8), ("run", 4), ("run", 8)]
+
+
+def test_on_a_cpu_backend_numpy_batches_go_to_the_call_as_they_are(monkeypatch):
+    from xai_jax import batching
+
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("the host feed is for CPU backends")
+    puts = []
+    real_put = jax.device_put
+    monkeypatch.setattr(batching.jax, "device_put", lambda *a, **k: puts.append(1) or real_put(*a, **k))
+    xs = np.arange(10, dtype=np.float32).reshape(10, 1)
+    seen = []
+    fn = jax.jit(lambda x, i: (x[:, 0] * 2, i))
+
+    def spy(x, i):
+        seen.append((type(x), type(i)))
+        return fn(x, i)
+
+    out, index = batching.run_in_batches(spy, (xs,), 4, with_index=True)
+    np.testing.assert_array_equal(out, 2 * xs[:, 0])
+    np.testing.assert_array_equal(index, np.arange(10))
+    assert not puts and all(t == (np.ndarray, np.ndarray) for t in seen)
+    # a jax.Array stays on its device: sliced there, the padded batch gathered there
+    dev = jnp.asarray(xs)
+    out, index = batching.run_in_batches(lambda x, i: (x, i), (dev,), 4, with_index=True, to_numpy=False)
+    assert isinstance(out, jax.Array)
+    np.testing.assert_array_equal(np.asarray(out), xs)
 
 
 def test_default_batch_size_comes_from_xla_memory_analysis(monkeypatch):
