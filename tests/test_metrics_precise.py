@@ -2,6 +2,7 @@
 rule (expectation over uniformly random tie orders), against float64 / enumerated answers."""
 
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -145,3 +146,19 @@ def test_topk_masks_keep_every_tied_position_when_the_cut_takes_them_all():
     masks, weights = topk_keep_masks(m, 11, jax.random.key(0), 4)
     assert float(weights.sum()) == pytest.approx(1.0)
     assert bool(np.asarray(masks)[np.asarray(weights) > 0].all())
+
+
+@pytest.mark.parametrize("size", [40, 200])  # the pairwise path (<= 128 values) and the sort path
+def test_index_ranks_match_a_stable_numpy_sort_with_ties_and_signed_zeros(size):
+    from xai_jax.metrics.ties import index_ranks
+
+    rng = np.random.default_rng(size)
+    v = np.round(rng.normal(size=(5, size)), 1).astype(np.float32)  # many exact ties
+    v[:, :6] = [0.0, -0.0, 0.0, -0.0, 1.0, 1.0]  # -0.0 == 0.0 is a tie, broken by index
+    want = np.empty_like(v, dtype=np.int32)
+    for row, w in zip(v, want, strict=True):
+        w[np.argsort(-row, kind="stable")] = np.arange(size)
+    got = np.asarray(jax.jit(jax.vmap(index_ranks))(jnp.asarray(v)))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.asarray(index_ranks(jnp.asarray(v[0].reshape(-1, 2 if size == 40 else 4)))),
+                                  want[0].reshape(-1, 2 if size == 40 else 4))

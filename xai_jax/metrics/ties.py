@@ -117,8 +117,17 @@ def tie_broken_ranks(m: jax.Array, key: jax.Array, draws: int) -> jax.Array:
     return jax.vmap(one)(jnp.arange(draws))
 
 
+PAIRWISE_INDEX_RANKS_UP_TO = 128  # values per map: O(D^2) counts beat XLA:CPU's sort below this (2.4x at D=40)
+
+
 def index_ranks(m: jax.Array) -> jax.Array:
-    """Rank of each position in decreasing saliency, ties by index (the study's convention)."""
+    """Rank of each position in decreasing saliency, ties by index (the study's convention):
+    rank_i = #{j: m_j > m_i} + #{j < i: m_j == m_i} (-0.0 == 0.0, as in sorting)."""
     flat = m.ravel()
+    if flat.size <= PAIRWISE_INDEX_RANKS_UP_TO:
+        idx = jnp.arange(flat.size)
+        above = (flat[None, :] > flat[:, None]).astype(jnp.int32).sum(1)
+        tied_before = ((flat[None, :] == flat[:, None]) & (idx[None, :] < idx[:, None])).astype(jnp.int32).sum(1)
+        return (above + tied_before).astype(jnp.int32).reshape(m.shape)
     order = jnp.argsort(-flat, stable=True)
     return jnp.zeros(flat.size, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32)).reshape(m.shape)
