@@ -334,10 +334,12 @@ class _ModelMetric:
             cache[probe] = inputs_per_call(self._run, rows, before=(self.params,))
         return batch_for(len(self.xs), cache[probe])
 
+    def _outputs(self, params, to_numpy: bool):
+        return run_in_batches(lambda x, t, i: self._run(params, x, t, i), (self.xs, self.targets),
+                              min(self.batch_size, len(self.xs)), with_index=True, to_numpy=to_numpy)
+
     def maps(self, params) -> np.ndarray:
-        out = run_in_batches(lambda x, t, i: self._run(params, x, t, i), (self.xs, self.targets),
-                             min(self.batch_size, len(self.xs)), with_index=True)
-        return _checked_maps(out, self.reduce, len(self.xs), self.who)
+        return _checked_maps(self._outputs(params, True), self.reduce, len(self.xs), self.who)
 
     def rows(self, params, how: str | None, absolute: bool, checked: list | None = None):
         """The maps of params as (N, D) float32 rows, normalised (how: see _normalised) and
@@ -349,9 +351,7 @@ class _ModelMetric:
             maps = _normalised(self.maps(params), how)
             maps = np.abs(maps) if absolute else maps
             return np.ascontiguousarray(maps.reshape(len(maps), -1), np.float32)
-        out = run_in_batches(lambda x, t, i: self._run(params, x, t, i), (self.xs, self.targets),
-                             min(self.batch_size, len(self.xs)), with_index=True, to_numpy=False)
-        flat, finite = _prepared_rows(out, how, absolute)
+        flat, finite = _prepared_rows(self._outputs(params, False), how, absolute)
         if checked is None:
             self.check([finite])
         else:
