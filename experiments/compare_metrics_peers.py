@@ -635,39 +635,32 @@ def _timed(fn, repeats: int) -> dict:
     return {"first_s": first, "first_compile_s": first_compile, "second_s": wall, "second_compile_s": compile_s}
 
 
+def _repeated(fn: Callable, args: tuple, calls: int) -> Callable[[], None]:
+    """A runner of `calls` calls of fn(*args), waiting for the last (fn compiled here first)."""
+    jax.block_until_ready(fn(*args))
+
+    def run():
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+
+    return run
+
+
 def _forward_floor(f, xs: np.ndarray, per_input: int, batch: int) -> Callable[[], None]:
     """A warm runner of N * per_input forwards of f, `batch * per_input` per jitted vmapped call
     (the shape in which our curve metrics evaluate them)."""
-    fwd = jax.jit(jax.vmap(f))
     chunk = np.repeat(xs[:batch], per_input, axis=0)
-    jax.block_until_ready(fwd(chunk))
-    calls = -(-len(xs) // batch)
-
-    def run():
-        for _ in range(calls):
-            out = fwd(chunk)
-        jax.block_until_ready(out)
-
-    return run
+    return _repeated(jax.jit(jax.vmap(f)), (chunk,), -(-len(xs) // batch))
 
 
-def _gradient_floor(f, xs: np.ndarray, targets: np.ndarray, calls_per_input_batch: int, per_input: int,
-                    batch: int) -> Callable[[], None]:
+def _gradient_floor(grad: Callable, xs: np.ndarray, targets: np.ndarray, calls_per_input_batch: int,
+                    per_input: int, batch: int) -> Callable[[], None]:
     """A warm runner of the saliency maps a randomisation metric computes, and nothing else:
-    ceil(N / batch) * calls_per_input_batch jitted calls of vmap(saliency) on batch * per_input
-    inputs each (one call per model state, per_input noisy copies per input)."""
-    grad = jax.jit(jax.vmap(xj.saliency(f)))
-    chunk = np.repeat(xs[:batch], per_input, axis=0)
-    t = np.repeat(targets[:batch], per_input)
-    jax.block_until_ready(grad(chunk, t))
-    calls = -(-len(xs) // batch) * calls_per_input_batch
-
-    def run():
-        for _ in range(calls):
-            out = grad(chunk, t)
-        jax.block_until_ready(out)
-
-    return run
+    ceil(N / batch) * calls_per_input_batch calls of grad = jit(vmap(saliency)) on
+    batch * per_input inputs each (one call per model state, per_input noisy copies per input)."""
+    args = (np.repeat(xs[:batch], per_input, axis=0), np.repeat(targets[:batch], per_input))
+    return _repeated(grad, args, -(-len(xs) // batch) * calls_per_input_batch)
 
 
 def _alternating(ours: Callable[[], None], floor: Callable[[], None], repeats: int) -> tuple[float, float]:
@@ -683,24 +676,15 @@ def _alternating(ours: Callable[[], None], floor: Callable[[], None], repeats: i
 FLOOR_MAPS_PER_CALL = (250, 500, 1000, 1500, 2000, 4000)
 
 
-def _best_gradient_floor(f, xs: np.ndarray, targets: np.ndarray, maps: int, repeats: int) -> tuple[float, int]:
+def _best_gradient_floor(grad: Callable, xs: np.ndarray, targets: np.ndarray, maps: int,
+                         repeats: int) -> tuple[float, int]:
     """The fastest time for `maps` saliency maps over calls of FLOOR_MAPS_PER_CALL maps each
-    (jitted vmap(saliency), compile excluded), and that call size: what any batching of the
-    same gradients could reach on this machine."""
-    grad = jax.jit(jax.vmap(xj.saliency(f)))
+    (grad = jit(vmap(saliency)), compile excluded), and that call size: what any batching of
+    the same gradients could reach on this machine."""
     best = (float("inf"), 0)
     for size in FLOOR_MAPS_PER_CALL:
-        chunk = np.resize(xs, (size, *xs.shape[1:]))
-        t = np.resize(targets, size)
-        jax.block_until_ready(grad(chunk, t))
-        calls = -(-maps // size)
-
-        def run():
-            for _ in range(calls):
-                out = grad(chunk, t)
-            jax.block_until_ready(out)
-
-        best = min(best, (cli.best_time(run, repeats), size))
+        args = (np.resize(xs, (size, *xs.shape[1:])), np.resize(targets, size))
+        best = min(best, (cli.best_time(_repeated(grad, args, -(-maps // size)), repeats), size))
     return best
 
 
@@ -801,11 +785,16 @@ def _speed_rows(s: dict, config: dict, quick: bool, repeats: int, mine: dict, th
         "efficient_mprt": (2, 1),
         "random_logit": (2, 1),
     }
+    grad = jax.jit(jax.vmap(xj.saliency(f)))  # every gradient floor's program
     results = {}
     for name, ours_fn in mine.items():
         goal = goals.get(name)
         used = ours_fn()  # warm-up; the randomisation metrics report the inputs per call they chose
-        tm = _timed(lambda: jax.block_until_ready(jax.tree.leaves(ours_fn())), repeats)
+
+        def call(fn=ours_fn):
+            jax.block_until_ready(jax.tree.leaves(fn()))
+
+        tm = _timed(call, repeats)
         wall = tm["second_s"]
         run = max(wall - tm["second_compile_s"], 1e-9)  # a later call, less what it spent compiling
         row = {"ours_wall_s": wall, "ours_compile_in_call_s": tm["second_compile_s"], "ours_run_s": run,
@@ -822,17 +811,16 @@ def _speed_rows(s: dict, config: dict, quick: bool, repeats: int, mine: dict, th
                 row["meets_goal_wall"] = bool(peer_s / wall >= goal)
         if name in floors:  # ours and the floor timed alternately: their ratio is the goal
             per_input, batch = floors[name]
-            run_f, floor = _alternating(lambda: jax.block_until_ready(jax.tree.leaves(ours_fn())),
-                                        _forward_floor(f, xs, per_input, batch), repeats + 2)
+            run_f, floor = _alternating(call, _forward_floor(f, xs, per_input, batch), repeats + 2)
             row.update({"forward_floor_s": floor, "forwards": n * per_input, "ours_run_alternating_s": run_f,
                         "ratio_to_floor": run_f / floor, "goal_ratio_to_floor": 1.2,
                         "meets_floor_goal": bool(run_f / floor <= 1.2)})
         if name in grad_floors:  # no goal against it: it bounds the speed-up any implementation can reach
             calls, per_input = grad_floors[name]
             batch = int(used["batch_size"])
-            run_g, floor = _alternating(lambda: jax.block_until_ready(jax.tree.leaves(ours_fn())),
-                                        _gradient_floor(f, xs, s["targets"], calls, per_input, batch), repeats)
-            best, best_maps = _best_gradient_floor(f, xs, s["targets"], n * calls * per_input, repeats)
+            run_g, floor = _alternating(call, _gradient_floor(grad, xs, s["targets"], calls, per_input, batch),
+                                        repeats)
+            best, best_maps = _best_gradient_floor(grad, xs, s["targets"], n * calls * per_input, repeats)
             row.update({"inputs_per_call": batch, "maps_per_call": batch * per_input, "gradient_floor_s": floor,
                         "saliency_maps": n * calls * per_input, "ours_run_alternating_s": run_g,
                         "ratio_to_floor": run_g / floor, "best_gradient_floor_s": best,
