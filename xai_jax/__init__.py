@@ -2,6 +2,7 @@
 
 from xai_jax.attribution import (
     RULES,
+    Model,
     Split,
     ablation_cam,
     attribute,
@@ -35,7 +36,7 @@ from xai_jax.attribution import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "RULES", "Split", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
+    "RULES", "Model", "Split", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
     "ablation_cam", "blur_ig", "eigen_cam", "felzenszwalb_segments", "guided_ig", "xrai", "xrai_regions",

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xai_jax.method import method_factory
+from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
     check_callable,
     check_float,
@@ -101,6 +103,7 @@ def _blur_derivative(x, m, d, h, channel_axis):
             + h * _blur(x, d, channel_axis))
 
 
+@method_factory()
 def blur_ig(f: Callable[[jax.Array], jax.Array], *, max_sigma: float = 50.0, steps: int = 100,
             grad_step: float = 0.01, score: str = "logit", channel_axis: int = -1, chunk_size: int | None = None,
             precision: str | None = None) -> Method:
@@ -110,7 +113,7 @@ def blur_ig(f: Callable[[jax.Array], jax.Array], *, max_sigma: float = 50.0, ste
     path's start; steps: gradients along the path; grad_step > 0: the finite difference in
     sigma for dB/dsigma.
     """
-    check_callable(f, "f")
+    f = as_model_function(f)
     max_sigma = check_float(max_sigma, "max_sigma", low=0.0, low_open=True)
     steps = check_positive_int(steps, "steps")
     grad_step = check_float(grad_step, "grad_step", low=0.0, low_open=True)

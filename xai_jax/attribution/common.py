@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from xai_jax.method import Method, predicted_class
 from xai_jax.checks import (  # noqa: F401  (re-exported for the method modules)
     check_array,
     check_callable,
@@ -63,7 +63,7 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
                        check_input: Callable | None = None) -> Callable:
     """Wraps fn(x, target[, key]) -> map(s) into a public method with the boundary checks.
 
-    The returned method(x, target[, key]):
+    The returned Method (xai_jax.method) is called as method(x, target[, key]); it:
     - checks x (float array; finite when concrete), target (integer scalar; in
       [0, number of classes) when concrete) and key (a jax.random key);
     - under jit/vmap, where values cannot be checked, returns NaN maps when x holds a
@@ -71,8 +71,8 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
       and silently explain another class) or the model's scores f(x) are not finite (a
       broken model, or an input that overflows it); called eagerly, it raises instead;
     - runs check_input(x) (static checks of x's layout against the model) before f sees x;
-    - carries `model_fn` (the f it explains, or None) and `keyed`, which
-      `xai_jax.attribute` reads to range-check targets and to pass keys;
+    - carries `model` (the f it explains, or None) and `keyed`, which `xai_jax.attribute`
+      reads to range-check targets and to pass keys; target=None explains f's predicted class;
     - traces fn and its checks under jax.default_matmul_precision(precision) (None: JAX's
       default, i.e. TF32-class speed on GPUs); the precision is fixed at trace time, so it
       holds under the caller's jit, vmap and grad. The method carries it as `precision`.
@@ -96,6 +96,11 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
             if sig not in sizes:
                 sizes[sig] = num_outputs(f, sig[0], x.dtype)
             n_classes = sizes[sig]
+        if target is None:  # the class the model predicts for x (ties: the lowest index)
+            if f is None:
+                raise TypeError(f"{method.__name__}: target=None means the predicted class, but this method carries "
+                                f"no model to predict with; pass the target")
+            target = predicted_class(f, x)
         target = check_target(target, n_classes)
         if keyed:
             if len(rest) != 1:
@@ -117,20 +122,45 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
             ok = ok & (target >= 0) & (target < n_classes)
         return jax.tree.map(lambda o: jnp.where(ok, o, jnp.asarray(jnp.nan, o.dtype)), out)
 
-    method.__name__ = name or getattr(fn, "__name__", "method")
-    method.__qualname__ = method.__name__
+    name = name or getattr(fn, "__name__", "method")
+    method.__name__ = method.__qualname__ = name
     method.__doc__ = fn.__doc__
-    method.model_fn = f
-    method.keyed = keyed
-    method.precision = precision
-    return method
+
+    def raw(x, target, *rest):
+        """fn without the boundary checks: (maps, whether the model's scores are finite) for a
+        wrapper (SmoothGrad) that has checked x and resolved the target itself."""
+        with precision_scope(precision):
+            out = fn(x, target, *rest)
+            if reports_scores:
+                return out
+            return out, (jnp.isfinite(f(x)).all() if f is not None else jnp.asarray(True))
+
+    return Method(method, model=f, name=name, keyed=keyed, precision=precision, raw=raw)
 
 
-def model_fn(model: nn.Module, params: Any) -> Callable[[jax.Array], jax.Array]:
-    """f(x) = logits of one unbatched x for a linen module applied to batches."""
-    if not hasattr(model, "apply"):
-        raise TypeError(f"model must be a flax.linen Module, got {type(model).__name__}")
-    return lambda x: model.apply({"params": params}, x[None])[0]
+def model_fn(model: Any, params: Any = None) -> Callable[[jax.Array], jax.Array]:
+    """f(x) = class scores of one unbatched x, in inference mode, for a model in any form that
+    xai_jax.adapters.adapt takes: model_fn(linen_module, variables_or_params),
+    model_fn(xai_jax.Model(...)), model_fn(nnx_or_equinox_module)."""
+    from xai_jax.adapters import adapt
+    return adapt(model, params, who="model_fn").f
+
+
+def as_model_function(f: Any, name: str = "f") -> Callable[[jax.Array], jax.Array]:
+    """The function f(x) -> class scores of one unbatched x that a gradient or perturbation
+    method differentiates: f itself, or, for a model in a framework form (xai_jax.Model, an
+    NNX or Equinox module, an adapter), its adapter's inference-mode function."""
+    from xai_jax.adapters import framework, is_adapter
+    from xai_jax.adapters.base import Model
+    if isinstance(f, Model) or is_adapter(f):
+        return f
+    if framework(f) is not None:
+        if framework(f) in ("linen", "haiku"):
+            raise TypeError(f"{name}: a {framework(f)} model needs its variables: pass xai_jax.Model(module, "
+                            f"variables) or xai_jax.model_fn(module, variables)")
+        from xai_jax.adapters import adapt
+        return adapt(f, who=name)
+    return check_callable(f, name)
 
 
 def spatial_map(attribution: jax.Array, reduce: str = "sum") -> jax.Array:

@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from xai_jax.method import method_factory
+from xai_jax.method import relu_signed as _relu_signed
 from xai_jax.attribution.common import check_float, explanation_method, minmax, score_transform, upsample
 from xai_jax.attribution.grad_cam import layer_access
 from xai_jax.checks import check_optional_int
@@ -47,6 +49,7 @@ def _channel_masks(a: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
     return minmax(up, axes=tuple(range(1, up.ndim)))
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def score_cam(model: Any, params: Any = None, layer: Any = None, *, score: str = "softmax", baseline: float = 0.0,
               relu: bool = True, chunk_size: int | None = None, channel_axis: int | None = None,
               reshape: Callable | None = None, precision: str | None = None):
@@ -89,6 +92,7 @@ def otsu_threshold(v: jax.Array, bins: int = 256) -> jax.Array:
     return (jnp.argmax(between) + 1.0) / bins
 
 
+@method_factory(output="spatial", signed=False)
 def sise(model: Any, params: Any = None, layers: Sequence[Any] | None = None, *, threshold: float = 0.0,
          score: str = "softmax", chunk_size: int | None = None, channel_axis: int | None = None,
          reshape: Callable | None = None, precision: str | None = None):

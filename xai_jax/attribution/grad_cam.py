@@ -49,9 +49,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from xai_jax.method import method_factory
+from xai_jax.method import relu_signed as _relu_signed
 from xai_jax.attribution.common import explanation_method, score_transform
 from xai_jax.attribution.common import upsample as upsample_to
-from xai_jax.attribution.layers import LayerModel
+from xai_jax.adapters import LayerModel
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 def layer_access(model, params, layer, channel_axis, reshape, who: str, many: bool = False):
@@ -152,6 +154,7 @@ def _grad_cam_pp_weights(a, g, axes):
     return (jax.nn.relu(g) * alpha).sum(axes)
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def grad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
              upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
              precision: str | None = None) -> Method:
@@ -175,6 +178,7 @@ def grad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = 
                 upsample)
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def grad_cam_plus_plus(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True,
                        score: str = "logit", upsample: bool = True, channel_axis: int | None = None,
                        reshape: Callable | None = None,
@@ -188,6 +192,7 @@ def _xgrad_cam_weights(a, g, axes):
     return (g * a).sum(axes) / (a.sum(axes) + 1e-7)
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def xgrad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
               upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
@@ -197,6 +202,7 @@ def xgrad_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool =
                 upsample)
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def hires_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
               upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
@@ -206,6 +212,7 @@ def hires_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool =
                 upsample, combine=lambda a, g: (g * a).sum(-1))
 
 
+@method_factory(output="spatial", signed=False)
 def grad_cam_element_wise(model: Any, params: Any = None, layer: Any = None, *, score: str = "logit",
                           upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
                           precision: str | None = None) -> Method:
@@ -214,6 +221,7 @@ def grad_cam_element_wise(model: Any, params: Any = None, layer: Any = None, *, 
                 upsample, combine=lambda a, g: jax.nn.relu(g * a).sum(-1))
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def layer_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
               upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
@@ -235,6 +243,7 @@ def principal_projection(a: jax.Array) -> jax.Array:
     return (sign * projection).reshape(a.shape[:-1])
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def eigen_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True,
               upsample: bool = True, channel_axis: int | None = None, reshape: Callable | None = None,
               precision: str | None = None) -> Method:
@@ -258,6 +267,7 @@ def eigen_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool =
 ABLATION_OFFSET = 1e7  # pytorch-grad-cam's AblationLayer: min - 1e7 where the layer's minimum is not 0
 
 
+@method_factory(output="spatial", signed=_relu_signed)
 def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: bool = True, score: str = "logit",
                  chunk_size: int | None = None, upsample: bool = True, channel_axis: int | None = None,
                  reshape: Callable | None = None,

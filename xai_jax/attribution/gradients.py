@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xai_jax.method import method_factory
+from xai_jax.method import inner_output as _inner_output
+from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
     check_callable,
     check_float,
@@ -30,9 +33,10 @@ from xai_jax.checks import check_optional_int
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+@method_factory()
 def saliency(f: Callable[[jax.Array], jax.Array], *, score: str = "logit", precision: str | None = None) -> Method:
     """Returns grad(x, target) -> dF_target/dx shaped like x."""
-    check_callable(f, "f")
+    f = as_model_function(f)
     s = score_transform(score)
 
     def saliency_map(x, target):
@@ -42,10 +46,11 @@ def saliency(f: Callable[[jax.Array], jax.Array], *, score: str = "logit", preci
     return explanation_method(saliency_map, f, name="saliency", reports_scores=True, precision=precision)
 
 
+@method_factory()
 def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit",
                      precision: str | None = None) -> Method:
     """Returns gxi(x, target) -> x * dF_target/dx."""
-    check_callable(f, "f")
+    f = as_model_function(f)
     s = score_transform(score)
 
     def gxi(x, target):
@@ -56,6 +61,7 @@ def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit
                               precision=precision)
 
 
+@method_factory(output=_inner_output)
 def smoothgrad(
     method: Method | None = None,
     *,
@@ -87,10 +93,14 @@ def smoothgrad(
     if getattr(method, "returns_delta", False):
         raise TypeError("smoothgrad averages maps: wrap integrated_gradients without return_delta=True")
 
+    # a Method built by xai_jax is run unchecked on the noisy copies: sg has checked x and
+    # resolved the target once (targets=None: the class predicted for the clean x)
+    inner = getattr(method, "raw", None) or (lambda z, t: (method(z, t), True))
+
     def sg(x, target, key):
         std = sigma * (x.max() - x.min())
         noise = std * jax.random.normal(key, (n_samples, *x.shape), x.dtype)
-        one = lambda eps: method(x + eps, target)  # noqa: E731
+        one = lambda eps: inner(x + eps, target)[0]  # noqa: E731
         if chunk_size is None or chunk_size >= n_samples:
             return jax.vmap(one)(noise).mean(0)
         return jax.lax.map(one, noise, batch_size=chunk_size).mean(0)
@@ -99,6 +109,7 @@ def smoothgrad(
                               precision=precision)
 
 
+@method_factory()
 def expected_gradients(
     f: Callable[[jax.Array], jax.Array],
     *,
@@ -123,7 +134,7 @@ def expected_gradients(
     memory as in smoothgrad. (Captum's GradientShap also adds Gaussian noise to x, stdevs=0
     by default: the same estimator.)
     """
-    check_callable(f, "f")
+    f = as_model_function(f)
     n_samples = check_positive_int(n_samples, "n_samples")
     chunk_size = check_optional_int(chunk_size, "chunk_size")
     s = score_transform(score)

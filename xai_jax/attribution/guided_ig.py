@@ -24,6 +24,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from xai_jax.method import method_factory
+from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
     check_callable,
     check_float,
@@ -38,6 +40,7 @@ Method = Callable[[jax.Array, jax.Array], jax.Array]
 EPSILON = 1e-9  # PAIR's tolerance on the L1 target (float64)
 
 
+@method_factory()
 def guided_ig(f: Callable[[jax.Array], jax.Array], *, steps: int = 200, fraction: float = 0.25,
               max_dist: float = 0.02, baseline: float | jax.Array = 0.0, score: str = "logit",
               precision: str | None = None) -> Method:
@@ -47,7 +50,7 @@ def guided_ig(f: Callable[[jax.Array], jax.Array], *, steps: int = 200, fraction
     round; max_dist in [0, 1]: how far (in alpha) a feature may stray from the straight
     line; baseline: a number or an array shaped like x.
     """
-    check_callable(f, "f")
+    f = as_model_function(f)
     steps = check_positive_int(steps, "steps")
     fraction = check_float(fraction, "fraction", low=0.0, high=1.0, low_open=True)
     max_dist = check_float(max_dist, "max_dist", low=0.0, high=1.0)

@@ -46,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xai_jax.method import method_factory
+from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
     check_positive_int,
     check_target,
@@ -242,6 +244,7 @@ def _check_auto(steps, rule, tol, atol, max_steps, chunk_size):
     return tol, atol, max_steps, per_round
 
 
+@method_factory()
 def integrated_gradients(
     f: Callable[[jax.Array], jax.Array],
     *,
@@ -284,7 +287,7 @@ def integrated_gradients(
     precision: None (JAX's default) or "default" / "high" / "highest", applied with
       jax.default_matmul_precision while the method is traced (see explanation_method).
     """
-    check_callable(f, "f")
+    f = as_model_function(f)
     if isinstance(steps, str) and steps != "auto":
         raise ValueError(f"steps must be a positive int or 'auto', got {steps!r}")
     chunk_size = check_optional_int(chunk_size, "chunk_size")
@@ -338,11 +341,11 @@ def integrated_gradients(
         return attributions
 
     method = explanation_method(ig, f, name="integrated_gradients", precision=precision)
-    method.returns_delta = return_delta
+    extras = {}
     if auto is not None:
         def steps_used(x, target):
             """Gradient evaluations steps='auto' uses for (x, target); jit/vmap-able."""
             return adaptive(x, resolve_baseline(baseline, x), target)[2]
 
-        method.steps_used = steps_used
-    return method
+        extras["steps_used"] = steps_used
+    return method.replace(returns_delta=bool(return_delta), extras=extras)

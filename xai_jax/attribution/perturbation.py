@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xai_jax.method import method_factory
+from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
     channels_last,
     check_callable,
@@ -52,6 +54,7 @@ def rise_masks(key: jax.Array, n: int, spatial: tuple[int, ...], grid: int, p: f
     return jax.vmap(one)(grids, shifts)
 
 
+@method_factory(output="spatial", signed=False)
 def rise(
     f: Callable[[jax.Array], jax.Array],
     *,
@@ -72,7 +75,7 @@ def rise(
     forward batch. fill: value where a mask is 0 (x * M + fill * (1 - M)). channel_axis: x's
     channel axis (-1; 0 for channels-first models such as Equinox's).
     """
-    check_callable(f, "f")
+    f = as_model_function(f)
     n_masks = check_positive_int(n_masks, "n_masks")
     grid = check_positive_int(grid, "grid")
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), n_masks)
@@ -101,6 +104,7 @@ def rise(
     return explanation_method(rise_fn, f, keyed=True, name="rise", precision=precision)
 
 
+@method_factory(output="spatial")
 def occlusion(
     f: Callable[[jax.Array], jax.Array],
     *,
@@ -122,7 +126,7 @@ def occlusion(
     position is covered, as in Captum's `Occlusion`. channel_axis: x's channel axis (-1; 0
     for channels-first models).
     """
-    check_callable(f, "f")
+    f = as_model_function(f)
     s = score_transform(score)
     baseline = check_float(baseline, "baseline")
     chunk_size = check_optional_int(chunk_size, "chunk_size")

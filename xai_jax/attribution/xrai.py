@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xai_jax.method import Method, method_factory
 from xai_jax.checks import check_array, check_float, check_int, is_concrete
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
@@ -138,6 +139,7 @@ def xrai_regions(attr, masks, *, min_pixel_diff: int = 50, area_threshold: float
     return np.asarray(heat).reshape(attr.shape), ranks.reshape(attr.shape)
 
 
+@method_factory(output="spatial", signed=False)
 def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_threshold: float = 1.0,
          channel_axis: int = -1, return_ranks: bool = False) -> Callable:
     """Returns xrai_fn(x, target) -> heatmap (H, W) (NumPy), or (heatmap, ranks) with
@@ -194,7 +196,6 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
         return (heat, ranks) if return_ranks else heat
 
     xrai_fn.__name__ = "xrai"
-    xrai_fn.model_fn = getattr(method, "model_fn", None)
-    xrai_fn.keyed = False
-    xrai_fn.host = True
-    return xrai_fn
+    return Method(xrai_fn, model=getattr(method, "model_fn", None), name="xrai", keyed=False,
+                  precision=getattr(method, "precision", None), output="spatial", signed=False,
+                  extras={"host": True})

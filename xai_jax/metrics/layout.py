@@ -33,6 +33,9 @@ def _input_layout_method(method: Callable, axis: int) -> Callable:
         out = method(jnp.moveaxis(x, -1, axis), t, *rest)
         return jnp.moveaxis(out, axis, -1) if out.ndim == x.ndim else out
 
+    from xai_jax.method import Method
+    if isinstance(method, Method):  # every field kept (model, keyed, precision, returns_delta, extras, ...)
+        return method.replace(fn=wrapped, rebinder=None, raw=None)
     for name in ("model_fn", "keyed", "precision", "returns_delta", "num_classes"):
         if hasattr(method, name):
             setattr(wrapped, name, getattr(method, name))

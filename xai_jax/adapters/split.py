@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-from xai_jax.attribution.layers.entry import Entry
+from xai_jax.adapters.base import Entry
 from xai_jax.checks import check_callable, error_summary
 
 
@@ -30,13 +30,18 @@ class Split:
         return f"Split(features={self.features!r}, head={self.head!r})"
 
 
-class SplitLayers:
+class SplitAdapter:
     kind = "Split"
     layer_form = "None (the split is the layer)"
+    default_channel_axis = -1
 
     def __init__(self, model: Split):
         self.model = model
-        self.f = model
+
+    def f(self, x: jax.Array) -> jax.Array:
+        return self.model(x)
+
+    __call__ = f
 
     def input_channels(self) -> int | None:
         return None
@@ -62,3 +67,48 @@ class SplitLayers:
         a = self.model.features(x)
         logits = self.model.head(a if deltas is None else a + deltas[0])
         return logits, [a for _ in handles]
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def params(self):
+        raise TypeError("a Split holds no weights that xai_jax can randomise: pass the model as "
+                        "xai_jax.Model(module, variables) (linen, NNX, Equinox or Haiku)")
+
+    def with_params(self, params):
+        return self.params
+
+    def param_layers(self, x_shape, dtype):
+        return self.params
+
+
+class FunctionAdapter:
+    """A plain function f(x) -> class scores of one unbatched x: gradient and perturbation
+    methods need nothing more; layer methods and randomisation metrics need a framework model."""
+
+    kind = "function"
+    layer_form = "(none: a plain function has no layers)"
+    default_channel_axis = -1
+
+    def __init__(self, f: Callable[[jax.Array], jax.Array]):
+        self.model = check_callable(f, "model", "a function x -> class scores")
+
+    def f(self, x: jax.Array) -> jax.Array:
+        return self.model(x)
+
+    __call__ = f
+
+    def _no_layers(self, *args, **kwargs):
+        raise TypeError("this needs a model's layers, but the model is a plain function: pass "
+                        "xai_jax.Model(module, variables) (flax.linen, NNX, Equinox or Haiku) or "
+                        "xai_jax.Split(features, head)")
+
+    input_channels = lambda self: None  # noqa: E731
+    entries = resolve = run = check_layer = _no_layers
+
+    @property
+    def params(self):
+        raise TypeError("a plain function holds no weights that xai_jax can randomise: pass "
+                        "xai_jax.Model(module, variables) (flax.linen, NNX, Equinox or Haiku) and a Method built "
+                        "from it")
+
+    with_params = param_layers = fresh = reinit = _no_layers
