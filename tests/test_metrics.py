@@ -140,7 +140,7 @@ def test_spearman_matches_scipy_and_randomisation_check():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(5, 30)), rng.normal(size=(5, 30))
     want = [spearmanr(a[i], b[i]).statistic for i in range(5)]
-    np.testing.assert_allclose(spearman_rows(a, b), want, rtol=1e-10)
+    np.testing.assert_allclose(spearman_rows(a, b), want, rtol=1e-5, atol=1e-7)  # float32 ranks (the JAX Spearman)
     model = Tiny2D()
     params = init(model, (8, 8, 2), seed=0)
     xs = rng.normal(size=(16, 8, 8, 2)).astype(np.float32)

@@ -211,14 +211,15 @@ def test_smooth_mprt_averages_noisy_maps():
     # Quantus' smoothing: mean over K copies x + eps_k, eps_k ~ N(0, sigma^2), sigma = 0.1 (max x - min x),
     # eps_K = 0; for the map x itself that is x + mean(eps), with the documented noise keys
     k = 5
-    metric = _ModelMetric("smooth_mprt", INPUT_ITSELF, TINY, TINY_PARAMS, TINY_XS, TINY_T, KEY, None, 2, None,
-                          smooth=(0.1, k))
+    from xai_jax.adapters import adapt
+    metric = _ModelMetric("smooth_mprt", lambda v: INPUT_ITSELF(v["params"]), adapt(TINY, TINY_PARAMS), TINY_XS,
+                          TINY_T, KEY, None, 2, None, smooth=(0.1, k))
     noise_key = jax.random.fold_in(KEY, 1)
     for i, x in enumerate(TINY_XS):
         sigma = 0.1 * (x.max() - x.min())
         eps = [sigma * np.asarray(jax.random.normal(jax.random.fold_in(jax.random.fold_in(noise_key, i), s), x.shape))
                for s in range(k - 1)] + [np.zeros_like(x)]
-        np.testing.assert_allclose(metric.maps(TINY_PARAMS)[i], (x + np.mean(eps, 0))[..., 0], atol=1e-6)
+        np.testing.assert_allclose(metric.maps({"params": TINY_PARAMS})[i], (x + np.mean(eps, 0))[..., 0], atol=1e-6)
     r = smooth_mprt(dense_only, TINY, TINY_PARAMS, TINY_XS, TINY_T, key=KEY, n_noisy=5, order="independent",
                     absolute=False)
     assert r["similarity"]["conv"].tolist() == [1.0] * 4 and r["similarity"]["dense"].max() < 1.0
@@ -228,7 +229,8 @@ def test_efficient_mprt_known_values():
     same = efficient_mprt(INPUT_ITSELF, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY)
     np.testing.assert_allclose(same["score"], 0.0, atol=1e-6)  # the map never changes
     r = efficient_mprt(SALIENCY, CNN, CNN_PARAMS, CNN_XS, CNN_T, key=KEY, n_bins=20)
-    fresh = CNN.init(KEY, jnp.zeros((1, 40, 1)))["params"]
+    from xai_jax.adapters.base import salted  # randomised weights come from fold_in(key, RANDOMISE_SALT)
+    fresh = CNN.init(salted(KEY), jnp.zeros((1, 40, 1)))["params"]
     before = xj.attribute(SALIENCY(CNN_PARAMS), CNN_XS, CNN_T)
     after = xj.attribute(SALIENCY(fresh), CNN_XS, CNN_T)
     h0 = np.array([entropy(np.histogram(m, bins=20)[0]) for m in before])

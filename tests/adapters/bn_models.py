@@ -54,10 +54,10 @@ def nnx_model(variables):
 
     m = BNNet(nnx.Rngs(0))
     for name in ("conv1", "conv2", "head"):
-        getattr(m, name).kernel.value = p[name]["kernel"]
-        getattr(m, name).bias.value = p[name]["bias"]
-    m.bn.scale.value, m.bn.bias.value = p["bn"]["scale"], p["bn"]["bias"]
-    m.bn.mean.value, m.bn.var.value = s["bn"]["mean"], s["bn"]["var"]
+        getattr(m, name).kernel[...] = p[name]["kernel"]
+        getattr(m, name).bias[...] = p[name]["bias"]
+    m.bn.scale[...], m.bn.bias[...] = p["bn"]["scale"], p["bn"]["bias"]
+    m.bn.mean[...], m.bn.var[...] = s["bn"]["mean"], s["bn"]["var"]
     return m
 
 

@@ -173,14 +173,14 @@ class NnxAdapter:
 
     def fresh(self, key: jax.Array, x_shape: tuple[int, ...], dtype):
         """The state with every owning module's variables re-initialised (module docstring)."""
-        model = nnx.merge(self.graphdef, self.state)
+        model = nnx.merge(self.graphdef, jax.tree.map(lambda a: a, self.state))  # a copy: self.state stays
         modules = {_name(p): m for p, m in nnx.iter_modules(model) if p}
         for i, name in enumerate(self.owners):
             m = modules[name]
             for j, attr in enumerate(_own_variables(m)):
                 var = getattr(m, attr)
-                var.value = fallback_init(jax.random.fold_in(jax.random.fold_in(key, i), j), attr, var.value,
-                                          "leading")
+                var[...] = fallback_init(jax.random.fold_in(jax.random.fold_in(key, i), j), attr, var[...],
+                                         "leading")
         return nnx.split(model)[1]
 
     def reinit(self, names: Sequence[str], fresh, params=None):

@@ -8,9 +8,22 @@
 - `random_logit`: Sixt et al., ICML 2020, "When Explanations Lie" (Quantus `RandomLogit`).
 - `map_similarity`: the row similarities they share (Spearman, Pearson, SSIM).
 
-Layers are the top-level entries of the flax params (call order); a layer is randomised by
-replacing its params with those of `model.init(key, ...)`. Params are an argument of one
-jitted function, so every randomised copy reuses one compiled program. Explanations are
+Call: metric(model, xs, explanation, targets=None, *, key=None, ...), the one metric
+signature (xai_jax.metrics): `model` in any form xai_jax.adapters.adapt takes (xai_jax.Model
+for linen with batch_stats, NNX, Equinox with State, Haiku), `explanation` a Method, which
+the metric rebinds to each randomised model (method.rebind). The former calls
+mprt(make_method, module, params, xs, targets, key=...) and random_logit(method, f, xs,
+targets, key=...) are kept as aliases (docs/migration.md).
+
+Layers are the modules that own parameters (BatchNorm included, as Quantus), in the model's
+first-call order (as list_layers gives it; never a dict's key order). A layer is
+randomised by replacing its weights with re-initialised ones drawn from
+fold_in(key, RANDOMISE_SALT) (so that they never coincide with a training initialisation
+from the same key): linen and Haiku with the model's own init, NNX and Equinox He-normal
+over the fan-in with zero biases (xai_jax.adapters). `randomised=` takes the re-initialised
+weights explicitly (the adapter's params structure: linen's variables dict, ...), e.g. to
+feed a peer library the same weights. Params are an argument of one jitted function, so
+every randomised copy reuses one compiled program. Explanations are
 computed in fixed-size padded batches (xai_jax.batching.run_in_batches); input i of a keyed
 method gets jax.random.fold_in(method_key, i), so results never depend on batch_size.
 batch_size (inputs per compiled call) defaults to None: as many as fit the memory budget of
@@ -27,13 +40,15 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.common import model_fn
+from xai_jax.adapters import Model, adapt, framework, is_adapter
+from xai_jax.adapters.base import salted
 from xai_jax.batching import batch_for, inputs_per_call, program_cache, run_in_batches
+from xai_jax.method import Method
+from xai_jax.metrics.result import MetricResult
 from xai_jax.checks import (
     check_batch,
     check_choice,
@@ -241,56 +256,74 @@ def _checked_maps(out, reduce, n: int, who: str) -> np.ndarray:
 _OUTPUTS: dict = {}
 
 
-def _model_outputs(model: nn.Module, params, shape: tuple[int, ...]) -> int:
-    """The class count of model on inputs of `shape`, traced once per (model, shape, params
-    structure) instead of on every call."""
-    tag = (model, tuple(shape), jax.tree.structure(params),
-           tuple(tuple(np.shape(v)) for v in jax.tree.leaves(params)))
-    if tag not in _OUTPUTS:
+def _model_outputs(adapter, shape: tuple[int, ...]) -> int:
+    """The class count of the model on inputs of `shape`, traced once per (adapter, shape)."""
+    tag = (id(adapter), tuple(shape))
+    if tag not in _OUTPUTS or _OUTPUTS[tag][0] is not adapter:
         if len(_OUTPUTS) > 64:
             _OUTPUTS.clear()
-        _OUTPUTS[tag] = num_outputs(model_fn(model, params), shape)
-    return _OUTPUTS[tag]
+        _OUTPUTS[tag] = (adapter, num_outputs(adapter.f, shape))
+    return _OUTPUTS[tag][1]
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_init(model: nn.Module) -> Callable:
-    """jit(model.init), compiled once per model (eager flax init costs ~6 ms per call here)."""
-    return jax.jit(model.init)
+def _adapted(model, who: str):
+    """The adapter of `model`; a Model's adapter is kept on it, so repeated calls reuse compiled programs."""
+    if isinstance(model, Model):
+        return model.adapter
+    return adapt(model, who=who)
+
+
+def _legacy_form(args: tuple) -> bool:
+    """mprt(make_method, linen_module, params, xs, ...): the call before the one metric signature."""
+    return (len(args) >= 3 and not isinstance(args[0], (Method, Model)) and framework(args[0]) is None
+            and not is_adapter(args[0]) and framework(args[1]) == "linen")
+
+
+def _method_form(explanation, who: str) -> Method:
+    if isinstance(explanation, Method):
+        return explanation
+    if callable(explanation):
+        raise TypeError(f"{who} re-computes maps on randomised models, so explanation must be an xai_jax Method "
+                        f"(e.g. xai_jax.saliency(model)), which it rebinds to each randomised model; got a plain "
+                        f"callable {getattr(explanation, '__name__', type(explanation).__name__)}: build the method "
+                        f"with an xai_jax factory, or pass make_method=params -> method through the former call "
+                        f"{who}(make_method, module, params, xs, ...)")
+    raise TypeError(f"{who} re-computes maps on randomised models: explanation must be an xai_jax Method, not "
+                    f"precomputed maps (got {type(explanation).__name__})")
 
 
 class _ModelMetric:
     """The checked arguments of a model-randomisation metric and its map runner."""
 
-    def __init__(self, who, make_method, model, params, xs, targets, key, method_key, batch_size, reduce,
-                 smooth: tuple[float, int] | None = None):
-        if not callable(make_method):
-            raise TypeError(f"make_method must be a function params -> method, got {type(make_method).__name__}")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a flax.linen Module, got {type(model).__name__}")
-        if not hasattr(params, "keys") or len(params) == 0:
-            raise TypeError(f"params must be the model's (non-empty) params dict, got {type(params).__name__}")
+    def __init__(self, who, make, adapter, xs, targets, key, method_key, batch_size, reduce,
+                 smooth: tuple[float, int] | None = None, randomised=None, cache_owner=None):
         if reduce is not None and not callable(reduce):
             raise TypeError(f"reduce must be a function maps -> maps or None, got {type(reduce).__name__}")
         self.who = who
+        self.adapter = adapter
         self.xs = np.asarray(check_batch(xs, "xs", who=who), np.float32)
-        self.key = check_key(key)
+        self.key = check_key(jax.random.key(0) if key is None else key)
         self.keyed = method_key is not None
         self.method_key = check_key(method_key, "method_key") if self.keyed else jax.random.key(0)
         batch_size = None if batch_size is None else check_int(batch_size, "batch_size", 1)
         self.reduce = reduce
-        self.params = params
-        self.layers = list(params.keys())  # flax keeps call order
-        n_classes = _model_outputs(model, params, self.xs.shape[1:])
-        self.fresh = _jitted_init(model)(self.key, jnp.zeros((1, *self.xs.shape[1:]), jnp.float32))["params"]
-        missing = [layer for layer in self.layers if layer not in self.fresh]
-        if missing:
-            raise ValueError(f"params has layers {missing} that model.init does not create; pass the params of "
-                             f"this model")
+        self.params = adapter.params
+        shape = self.xs.shape[1:]
+        self.layers = adapter.param_layers(shape, jnp.float32)
+        if not self.layers:
+            raise ValueError(f"{who}: the model has no layers that own parameters to randomise")
+        n_classes = _model_outputs(adapter, shape)
+        if randomised is None:
+            self.fresh = adapter.fresh(salted(self.key), shape, jnp.float32)
+        else:
+            given, want = jax.tree.structure(randomised), jax.tree.structure(self.params)
+            if given != want:
+                raise ValueError(f"randomised must have the structure of the model's weights ({want}), got {given}")
+            self.fresh = randomised
         keyed, mkey = self.keyed, self.method_key
 
         def explain(p, x, t, k):
-            method = make_method(p)
+            method = make(p)
             return method(x, t, k) if keyed else method(x, t)
 
         if smooth is None:
@@ -298,7 +331,7 @@ class _ModelMetric:
                 return explain(p, x, t, jax.random.fold_in(mkey, i))
         else:
             magnitude, n_noisy = smooth
-            noise_key = jax.random.fold_in(self.key, 1)  # the init consumed `key` itself
+            noise_key = jax.random.fold_in(self.key, 1)
 
             def one(p, x, t, i):
                 # Quantus: sigma = magnitude * (max - min of x); the last sample is x itself
@@ -312,15 +345,15 @@ class _ModelMetric:
                 return maps.mean(0)
 
         # params are an argument of one jitted function: every randomised copy reuses its program,
-        # and repeated calls with the same make_method and settings reuse it too (cached)
+        # and repeated calls with the same method, model and settings reuse it too (cached)
         tag = (smooth, keyed, np.asarray(jax.random.key_data(self.key)).tobytes(),
                np.asarray(jax.random.key_data(mkey)).tobytes() if keyed else None)
-        cache = program_cache(make_method)
+        cache = program_cache(cache_owner if cache_owner is not None else make)
         if tag not in cache:
             cache[tag] = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
         self._run = cache[tag]
         self.batch_size = batch_size if batch_size is not None else self._auto_batch(cache, tag)
-        self.targets = _resolve_targets(model_fn(model, params), self.xs, targets, n_classes, self.batch_size)
+        self.targets = _resolve_targets(adapter.f, self.xs, targets, n_classes, self.batch_size)
 
     def _auto_batch(self, cache: dict, tag) -> int:
         """Inputs per call: as many as fit the memory budget (batching.inputs_per_call, from
@@ -368,12 +401,13 @@ class _ModelMetric:
     def randomised(self, order: str):
         """(layer, params) in randomisation order: cascading top-down / bottom-up, or each layer alone."""
         names = list(reversed(self.layers)) if order == "top_down" else list(self.layers)
-        current = dict(self.params)
+        done: list[str] = []
         for name in names:
-            if order == "independent":
-                current = dict(self.params)
-            current[name] = self.fresh[name]
-            yield name, dict(current)
+            done = [name] if order == "independent" else [*done, name]
+            yield name, self.adapter.reinit(done, self.fresh)
+
+    def all_randomised(self):
+        return self.adapter.reinit(self.layers, self.fresh)
 
 
 def _layerwise(metric: _ModelMetric, order: str, similarity: str, absolute: bool, normalise: str | None):
@@ -392,82 +426,138 @@ def _layerwise(metric: _ModelMetric, order: str, similarity: str, absolute: bool
         layers.append(name)
     metric.check(finite)
     sims = {name: np.asarray(v) for name, v in sims.items()}
-    return {"layers": layers, "similarity": sims, "mean": {name: float(s.mean()) for name, s in sims.items()},
-            "batch_size": metric.batch_size}
+    values = {"layers": layers, "similarity": sims, "mean": {name: float(s.mean()) for name, s in sims.items()},
+              "batch_size": metric.batch_size, "targets": metric.targets}
+    # lower similarity after randomisation is better: the explanation depends on the weights
+    return MetricResult(metric.who, values, sims, higher_is_better=False)
 
 
 # ----------------------------------------------------------------------------- MPRT family
 
 
-def mprt(
-    make_method: Callable[[Any], Callable],
-    model: nn.Module,
-    params: Any,
-    xs,
-    targets=None,
-    *,
-    key: jax.Array,
-    order: str = "top_down",
-    similarity: str = "spearman",
-    absolute: bool = True,
-    normalise: bool = True,
-    method_key: jax.Array | None = None,
-    batch_size: int | None = None,
-    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
-    precision: str | None = "highest",
-) -> dict[str, Any]:
+def _setup(who: str, args: tuple, kwargs: dict, smooth=None):
+    """(metric, options) for mprt(model, xs, explanation, targets=None, *, ...) or the former
+    mprt(make_method, module, params, xs, targets=None, *, ...)."""
+    if _legacy_form(args):
+        make_method, module, params, *rest = args
+        if len(rest) > 2:
+            raise TypeError(f"{who}() takes (make_method, model, params, xs, targets=None) in its former form")
+        xs = rest[0] if rest else kwargs.pop("xs")
+        targets = rest[1] if len(rest) > 1 else kwargs.pop("targets", None)
+        adapter = adapt(module, params, who=who)
+        owner = make_method
+        if not callable(make_method):
+            raise TypeError(f"make_method must be a function params -> method, got {type(make_method).__name__}")
+        if isinstance(params, dict) and "params" not in params:  # make_method takes the params collection
+            def make(v, make_method=make_method):
+                return make_method(v["params"])
+        else:
+            make = make_method
+    else:
+        if len(args) > 4:
+            raise TypeError(f"{who}() takes (model, xs, explanation, targets=None) positionally, got {len(args)} "
+                            f"positional arguments")
+        names = ("model", "xs", "explanation", "targets")
+        given = dict(zip(names, args))
+        for name in names:
+            if name in kwargs:
+                if name in given:
+                    raise TypeError(f"{who}() got multiple values for argument {name!r}")
+                given[name] = kwargs.pop(name)
+        missing = [n for n in names[:3] if n not in given]
+        if missing:
+            raise TypeError(f"{who}() missing required argument(s) {missing}: call {who}(model, xs, explanation, "
+                            f"targets=None, *, key=...)")
+        model, xs, explanation, targets = given["model"], given["xs"], given["explanation"], given.get("targets")
+        method = _method_form(explanation, who)
+        adapter = _adapted(model, who)
+        if adapter.kind in ("function", "Split"):
+            adapter.params  # raises the adapter's TypeError: nothing to randomise
+        make, owner = (lambda p: method.rebind(adapter.with_params(p))), (method, adapter)
+        owner = _owner(owner)
+    common = {k: kwargs.pop(k) for k in ("key", "method_key", "batch_size", "reduce", "randomised") if k in kwargs}
+    channel_axis, mesh = kwargs.pop("channel_axis", None), kwargs.pop("mesh", None)
+    del mesh  # accepted everywhere; the randomisation metrics run on the default device
+    if channel_axis is not None:
+        check_int(channel_axis, "channel_axis")  # maps are computed by the method in the model's own layout
+    metric = _ModelMetric(who, make, adapter, xs, targets, common.get("key"), common.get("method_key"),
+                          common.get("batch_size"), common.get("reduce"), smooth=smooth,
+                          randomised=common.get("randomised"), cache_owner=owner)
+    return metric, kwargs
+
+
+_OWNERS: dict = {}
+
+
+def _owner(pair):
+    """One cache owner per (method, adapter): compiled programs live on it (weakly held by neither)."""
+    method, adapter = pair
+    key = (id(method), id(adapter))
+    hit = _OWNERS.get(key)
+    if hit is None or hit[0] is not method or hit[1] is not adapter:
+        if len(_OWNERS) > 32:
+            _OWNERS.clear()
+
+        class _Owner:  # a fresh object with a __dict__ for batching.program_cache
+            pass
+
+        hit = (method, adapter, _Owner())
+        _OWNERS[key] = hit
+    return hit[2]
+
+
+def _unknown(who: str, kwargs: dict) -> None:
+    if kwargs:
+        raise TypeError(f"{who}() got unexpected keyword argument(s) {sorted(kwargs)}")
+
+
+def mprt(*args, precision: str | None = "highest", order: str = "top_down", similarity: str = "spearman",
+         absolute: bool = True, normalise: bool = True, **kwargs) -> MetricResult:
     """Model Parameter Randomisation Test (Adebayo et al. 2018), as Quantus 0.6 `MPRT`.
+
+    mprt(model, xs, explanation, targets=None, *, key=None, batch_size=None,
+         precision="highest", channel_axis=None, mesh=None, order="top_down",
+         similarity="spearman", absolute=True, normalise=True, method_key=None,
+         reduce=None, randomised=None)
 
     For each layer l (in randomisation order), with e(x) the map of the trained model and
     e_l(x) the map after randomising: similarity_l(x) = sim(post(e(x)), post(e_l(x))),
     post(a) = |a / max|a|| (abs and normalise as set). A method that depends on the learned
-    weights loses similarity as layers are randomised.
+    weights loses similarity as layers are randomised (lower is better).
 
-    make_method: params -> method (x, target[, key]) -> map. order: "top_down" (cascading
-    from the output layer, Quantus' default for MPRT), "bottom_up" (cascading from the
-    input) or "independent" (each layer alone, the others trained). Randomised params come
-    from model.init(key, ...) (flax's initialisers). similarity: "spearman", "pearson" or
+    model: any form xai_jax.adapters.adapt takes (xai_jax.Model(...) keeps the compiled
+    programs between calls). explanation: a Method, rebound to every randomised model.
+    order: "top_down" (cascading from the output layer, Quantus' default), "bottom_up" or
+    "independent" (each layer alone). Layers and their re-initialisation: see the module
+    docstring. key: None means jax.random.key(0). similarity: "spearman", "pearson" or
     "ssim" (see map_similarity). targets: (N,) classes, or None for the class the trained
     model predicts. method_key: for keyed methods; input i gets fold_in(method_key, i), the
     same for every layer. reduce: maps (N, ...) -> (N, ...) NumPy, e.g. a channel sum.
+    randomised: the re-initialised weights to use (the model's weight structure).
 
-    Returns {"layers": [names in randomisation order], "similarity": {layer: (N,)},
-    "mean": {layer: float}, "batch_size": inputs per compiled call}. batch_size: None
-    (default) for as many as fit the memory budget (see the module docstring).
-    Deviation from Quantus: maps are normalised one by one (Quantus
-    divides a whole batch by its largest value, so a score depends on the other inputs;
-    only SSIM sees the difference, the correlations are scale invariant), and a constant map
-    has a defined similarity (see map_similarity; Quantus/scipy return NaN).
-    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
-    "highest", the default, keeps TF32 out on GPUs).
+    Returns a MetricResult: {"layers": [names in randomisation order], "similarity":
+    {layer: (N,)}, "mean": {layer: float}, "batch_size": inputs per compiled call,
+    "targets": (N,)}; .scores = the similarities per layer, higher_is_better False.
+    Deviation from Quantus: maps are normalised one by one, and a constant map has a
+    defined similarity (see map_similarity; Quantus/scipy return NaN).
+    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default).
+    The former call mprt(make_method, linen_module, params, xs, targets, key=) still works.
     """
     with precision_scope(precision):
         check_choice(order, "order", ORDERS)
         absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
-        metric = _ModelMetric("mprt", make_method, model, params, xs, targets, key, method_key, batch_size, reduce)
+        metric, rest = _setup("mprt", args, kwargs)
+        _unknown("mprt", rest)
         return _layerwise(metric, order, similarity, absolute, "max" if normalise else None)
 
 
-def smooth_mprt(
-    make_method: Callable[[Any], Callable],
-    model: nn.Module,
-    params: Any,
-    xs,
-    targets=None,
-    *,
-    key: jax.Array,
-    noise_magnitude: float = 0.1,
-    n_noisy: int = 50,
-    order: str = "bottom_up",
-    similarity: str = "spearman",
-    absolute: bool = True,
-    normalise: bool = True,
-    method_key: jax.Array | None = None,
-    batch_size: int | None = None,
-    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
-    precision: str | None = "highest",
-) -> dict[str, Any]:
+def smooth_mprt(*args, precision: str | None = "highest", noise_magnitude: float = 0.1, n_noisy: int = 50,
+                order: str = "bottom_up", similarity: str = "spearman", absolute: bool = True,
+                normalise: bool = True, **kwargs) -> MetricResult:
     """Smooth MPRT (Hedström et al. 2023, "Sanity Checks Revisited"), as Quantus `SmoothMPRT`.
+
+    smooth_mprt(model, xs, explanation, targets=None, *, key=None, noise_magnitude=0.1,
+                n_noisy=50, order="bottom_up", ...): the arguments and result of `mprt`.
 
     MPRT on denoised explanations: e~(x) = (1/K) sum_k e(x + eps_k), eps_k ~ N(0, sigma^2 I),
     sigma = noise_magnitude * (max(x) - min(x)), K = n_noisy, the last eps_K = 0 (Quantus
@@ -476,20 +566,17 @@ def smooth_mprt(
     noise_magnitude 0.1, 50 samples, bottom-up cascading order.
 
     The noise of input i, sample k comes from fold_in(fold_in(fold_in(key, 1), i), k), the
-    same for the trained and every randomised model (Quantus draws fresh noise from
-    NumPy's global state each time; common noise removes that variance from the
-    comparison). A batch evaluates batch_size * n_noisy explanations. Returns what `mprt`
-    returns; its other arguments and deviations are those of `mprt`.
-    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
-    "highest", the default, keeps TF32 out on GPUs).
+    same for the trained and every randomised model (Quantus draws fresh noise each time;
+    common noise removes that variance from the comparison). A batch evaluates
+    batch_size * n_noisy explanations.
     """
     with precision_scope(precision):
         check_choice(order, "order", ORDERS)
         magnitude = check_float(noise_magnitude, "noise_magnitude", low=0.0)
         n_noisy = check_int(n_noisy, "n_noisy", 1)
         absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
-        metric = _ModelMetric("smooth_mprt", make_method, model, params, xs, targets, key, method_key, batch_size,
-                              reduce, smooth=(magnitude, n_noisy))
+        metric, rest = _setup("smooth_mprt", args, kwargs, smooth=(magnitude, n_noisy))
+        _unknown("smooth_mprt", rest)
         return _layerwise(metric, order, similarity, absolute, "second_moment" if normalise else None)
 
 
@@ -512,61 +599,47 @@ def histogram_entropy_row(v: jax.Array, n_bins: int) -> jax.Array:
     return -jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0).sum()
 
 
-def efficient_mprt(
-    make_method: Callable[[Any], Callable],
-    model: nn.Module,
-    params: Any,
-    xs,
-    targets=None,
-    *,
-    key: jax.Array,
-    n_bins: int = 100,
-    absolute: bool = False,
-    normalise: bool = False,
-    method_key: jax.Array | None = None,
-    batch_size: int | None = None,
-    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
-    precision: str | None = "highest",
-) -> dict[str, Any]:
+
+def efficient_mprt(*args, precision: str | None = "highest", n_bins: int = 100, absolute: bool = False,
+                   normalise: bool = False, **kwargs) -> MetricResult:
     """Efficient MPRT (Hedström et al. 2023, "Sanity Checks Revisited"), as Quantus `EfficientMPRT`.
 
+    efficient_mprt(model, xs, explanation, targets=None, *, key=None, n_bins=100,
+                   absolute=False, normalise=False, ...) (other arguments as `mprt`).
+
     The relative rise in explanation complexity from the trained to the fully randomised
-    model (every layer re-initialised from model.init(key, ...)):
+    model (every layer re-initialised, see the module docstring):
         eMPRT(x) = (H(e_rand(x)) - H(e(x))) / H(e(x)),
     H = discrete entropy (nats) of the histogram of the map's values in n_bins equal-width
-    bins over [min, max] (Quantus' `discrete_entropy`, default 100 bins; its optional
-    bin-count rules are not provided). Higher is better: a method that depends on the
-    weights gets noisier, more complex maps. absolute / normalise (by the average second
-    moment) as Quantus' flags, both off by default as there.
+    bins over [min, max] (Quantus' `discrete_entropy`). Higher is better: a method that
+    depends on the weights gets noisier, more complex maps.
 
-    Returns {"score": (N,), "complexity_original": (N,), "complexity_randomised": (N,),
-    "mean": float, "batch_size": inputs per compiled call}. The ratio is undefined where
-    H(e(x)) = 0 (a constant original map): such scores are NaN, "mean" averages the others,
-    and a warning names the inputs (Quantus divides by zero).
-    precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
-    "highest", the default, keeps TF32 out on GPUs).
+    Returns a MetricResult {"score": (N,), "complexity_original": (N,),
+    "complexity_randomised": (N,), "mean": float, "batch_size": int}. The ratio is undefined
+    where H(e(x)) = 0 (a constant original map): such scores are NaN, "mean" averages the
+    others, and a warning names the inputs (Quantus divides by zero).
     """
     with precision_scope(precision):
         n_bins = check_int(n_bins, "n_bins", 1)
         absolute, normalise = _check_bool(absolute, "absolute"), _check_bool(normalise, "normalise")
-        metric = _ModelMetric("efficient_mprt", make_method, model, params, xs, targets, key, method_key, batch_size,
-                              reduce)
-
+        metric, rest = _setup("efficient_mprt", args, kwargs)
+        _unknown("efficient_mprt", rest)
         entropies = _entropy_program(n_bins)
 
         def complexity(p):
             flat = metric.rows(p, "second_moment" if normalise else None, absolute)
             return run_in_batches(entropies, (flat,), min(metric.batch_size, len(flat)))
 
-        h_orig, h_rand = complexity(params), complexity(dict(metric.fresh))
+        h_orig, h_rand = complexity(metric.params), complexity(metric.all_randomised())
         defined = h_orig > 0
         score = np.where(defined, (h_rand - h_orig) / np.where(defined, h_orig, 1.0), np.nan)
         if not defined.all():
             warnings.warn(f"efficient_mprt: the original maps of inputs {np.flatnonzero(~defined)[:5].tolist()} are "
                           f"constant (entropy 0), so their relative rise is undefined (NaN)", stacklevel=2)
         mean = float(score[defined].mean()) if defined.any() else float("nan")
-        return {"score": score, "complexity_original": h_orig, "complexity_randomised": h_rand, "mean": mean,
-                "batch_size": metric.batch_size}
+        values = {"score": score, "complexity_original": h_orig, "complexity_randomised": h_rand, "mean": mean,
+                  "batch_size": metric.batch_size, "targets": metric.targets}
+        return MetricResult("efficient_mprt", values, score, higher_is_better=True)
 
 
 # ----------------------------------------------------------------------------- random logit
@@ -594,13 +667,49 @@ def _as_method(method_or_factory: Callable, f: Callable) -> Callable:
     return method_or_factory
 
 
-def random_logit(
+def random_logit(*args, **kwargs) -> MetricResult:
+    """Random Logit test (Sixt et al. 2020, "When Explanations Lie"), as Quantus `RandomLogit`.
+
+    random_logit(model, xs, explanation, targets=None, *, key=None, num_classes=None,
+                 similarity="spearman", absolute=False, normalise=True, method_key=None,
+                 batch_size=None, reduce=None, precision="highest", channel_axis=None, mesh=None)
+
+    model: any form xai_jax.adapters.adapt takes (it gives the predicted class and the class
+    count); explanation: a Method (or a factory model -> method such as xai_jax.saliency).
+    See `_random_logit` for the definition and result. The former call
+    random_logit(method_or_factory, f, xs, targets, key=...) still works.
+    """
+    if len(args) >= 3 and not callable(args[2]) and callable(args[1]):  # the former (method, f, xs, ...)
+        return _random_logit(*args, **kwargs)
+    names = ("model", "xs", "explanation", "targets")
+    if len(args) > 4:
+        raise TypeError(f"random_logit() takes (model, xs, explanation, targets=None) positionally, got {len(args)} "
+                        f"positional arguments")
+    given = dict(zip(names, args))
+    for name in names:
+        if name in kwargs:
+            if name in given:
+                raise TypeError(f"random_logit() got multiple values for argument {name!r}")
+            given[name] = kwargs.pop(name)
+    missing = [n for n in names[:3] if n not in given]
+    if missing:
+        raise TypeError(f"random_logit() missing required argument(s) {missing}: call random_logit(model, xs, "
+                        f"explanation, targets=None, *, key=...)")
+    channel_axis = kwargs.pop("channel_axis", None)
+    kwargs.pop("mesh", None)  # accepted everywhere; runs on the default device
+    if channel_axis is not None:
+        check_int(channel_axis, "channel_axis")
+    adapter = _adapted(given["model"], "random_logit")
+    return _random_logit(given["explanation"], adapter.f, given["xs"], given.get("targets"), **kwargs)
+
+
+def _random_logit(
     method_or_factory: Callable,
     f: Callable[[jax.Array], jax.Array],
     xs,
     targets=None,
     *,
-    key: jax.Array,
+    key: jax.Array | None = None,
     num_classes: int | None = None,
     similarity: str = "spearman",
     absolute: bool = False,
@@ -625,8 +734,8 @@ def random_logit(
     fold_in(method_key, i) for both explanations of input i. similarity: see
     map_similarity; Quantus' default is "ssim", this library's "spearman".
 
-    Returns {"similarity": (N,), "off_targets": (N,) the drawn classes, "mean": float,
-    "batch_size": inputs per compiled call (None given: as many as fit the memory budget)}.
+    Returns a MetricResult {"similarity": (N,), "off_targets": (N,) the drawn classes, "mean":
+    float, "batch_size": inputs per compiled call, "targets": (N,)}; higher_is_better False.
     Deviations: per-map normalisation and constant maps as in `mprt`.
     precision: jax.default_matmul_precision for every model evaluation (None: JAX's default;
     "highest", the default, keeps TF32 out on GPUs).
@@ -639,7 +748,7 @@ def random_logit(
         num_classes = check_int(num_classes, "num_classes", 2)
         if num_classes > n_out:
             raise ValueError(f"num_classes={num_classes} exceeds the {n_out} classes of f")
-        key = check_key(key)
+        key = check_key(jax.random.key(0) if key is None else key)
         keyed = method_key is not None
         mkey = check_key(method_key, "method_key") if keyed else jax.random.key(0)
         batch_size = None if batch_size is None else check_int(batch_size, "batch_size", 1)
@@ -656,7 +765,8 @@ def random_logit(
             return explain(t), explain(off), off
 
         # cached on f: the closure's constants (the method's source, classes, keys) are the tag
-        tag = ("random_logit", id(method_or_factory), keyed, num_classes,
+        # the method object itself (not its id, which a later object may reuse) is part of the tag
+        tag = ("random_logit", method_or_factory, keyed, num_classes,
                np.asarray(jax.random.key_data(key)).tobytes(), np.asarray(jax.random.key_data(mkey)).tobytes())
         cache = program_cache(f)
         if tag not in cache:
@@ -682,5 +792,6 @@ def random_logit(
 
         a, b = prepared(original), prepared(other)
         sims = _similarities(a, b, _check_similarity(similarity, int(np.prod(a.shape[1:]))), batch_size)
-        return {"similarity": sims, "off_targets": off.astype(np.int32), "mean": float(sims.mean()),
-                "batch_size": batch_size}
+        values = {"similarity": sims, "off_targets": off.astype(np.int32), "mean": float(sims.mean()),
+                  "batch_size": batch_size, "targets": targets}
+        return MetricResult("random_logit", values, sims, higher_is_better=False)
