@@ -479,7 +479,7 @@ CASES = [
                  (ValueError, ["deletion_insertion needs at least one input"]), id="deletion-insertion-no-inputs"),
     pytest.param(lambda p: lambda: completeness_errors(f(), EMPTY_X, EMPTY_T),
                  (ValueError, ["completeness_errors needs at least one input"]), id="completeness-no-inputs"),
-    pytest.param(cascade(EMPTY_X, EMPTY_T), (ValueError, ["cascading_randomisation needs at least one input"]),
+    pytest.param(cascade(EMPTY_X, EMPTY_T), (ValueError, ["mprt needs at least one input"]),  # an alias of mprt
                  id="cascading-no-inputs"),
     pytest.param(lambda p: lambda: pointing_game(np.zeros((0, 40)), np.zeros((0, 40), bool)),
                  (ValueError, ["pointing_game needs at least one input"]), id="pointing-game-no-inputs"),

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 OUTPUTS = ("input", "spatial")
+_NO_KEY = object()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,10 +59,10 @@ class Method:
         if self.output not in OUTPUTS:
             raise ValueError(f"Method.output must be one of {OUTPUTS}, got {self.output!r}")
 
-    def __call__(self, x, target=None, key=None):
-        if key is None:
-            return self.fn(x, target)
-        return self.fn(x, target, key)
+    def __call__(self, x, target=None, key=_NO_KEY):
+        if key is _NO_KEY:
+            return self.fn(x, target)  # a keyed method says that it takes a key
+        return self.fn(x, target, key)  # the method checks the key (None included) itself
 
     # the names the methods carried before the contract (kept: see docs/migration.md)
     @property

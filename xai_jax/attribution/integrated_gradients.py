@@ -341,7 +341,7 @@ def integrated_gradients(
         return attributions
 
     method = explanation_method(ig, f, name="integrated_gradients", precision=precision)
-    extras = {}
+    extras = {"settings": {"steps": steps, "rule": rule, "baseline": baseline, "score": score}}
     if auto is not None:
         def steps_used(x, target):
             """Gradient evaluations steps='auto' uses for (x, target); jit/vmap-able."""

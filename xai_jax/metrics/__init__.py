@@ -1,31 +1,89 @@
-"""Metrics, one module per family: model truth (faithfulness: drop/increase, deletion/insertion;
-perturbation_curves: pixel flipping, region perturbation, ROAD; faithfulness_correlation),
-ground truth (localisation), robustness (infidelity, max-sensitivity), randomisation (MPRT,
-Smooth/Efficient MPRT, random logit, cascading), complexity (sparseness, complexity),
-IG completeness, and bootstrap statistics."""
+"""Metrics, one module per family, behind one signature (xai_jax.metrics.signature):
 
-from xai_jax.metrics.completeness import completeness_errors
-from xai_jax.metrics.complexity import complexity, sparseness
-from xai_jax.metrics.faithfulness import (
-    complement_log_odds,
-    deletion_insertion,
-    drop_increase,
-    gaussian_blur,
-    rise_blur_kernel,
-    top_k_mask,
-)
-from xai_jax.metrics.faithfulness_correlation import faithfulness_correlation
-from xai_jax.metrics.localisation import localisation_auroc, pointing_game, relevance_mass
-from xai_jax.metrics.perturbation_curves import noisy_linear_imputation, pixel_flipping, region_perturbation, road
+    metric(model, xs, explanation, targets=None, *, key=None, batch_size=None,
+           precision="highest", channel_axis=None, mesh=None, **options) -> MetricResult
+
+Model truth: drop_increase, deletion_insertion (faithfulness); pixel_flipping,
+region_perturbation, road (perturbation_curves); faithfulness_correlation; robustness:
+infidelity, max_sensitivity; randomisation: mprt, smooth_mprt, efficient_mprt, random_logit
+(cascading_randomisation an alias of mprt); IG completeness. Ground truth, metric(explanation,
+support): pointing_game, relevance_mass, localisation_auroc. Complexity, metric(explanation):
+sparseness, complexity. Every result is a MetricResult (a Mapping of the metric's keys, plus
+.scores, .mean, .ci and .higher_is_better). Similarity functions: xai_jax.metrics.similarity.
+"""
+
+from xai_jax.metrics import complexity as _complexity_module
+from xai_jax.metrics import completeness as _completeness
+from xai_jax.metrics import faithfulness as _faithfulness
+from xai_jax.metrics import faithfulness_correlation as _fc
+from xai_jax.metrics import localisation as _localisation
+from xai_jax.metrics import perturbation_curves as _curves
+from xai_jax.metrics import robustness as _robustness
+from xai_jax.metrics.faithfulness import complement_log_odds, gaussian_blur, rise_blur_kernel, top_k_mask
+from xai_jax.metrics.perturbation_curves import noisy_linear_imputation
 from xai_jax.metrics.randomisation import efficient_mprt, map_similarity, mprt, random_logit, smooth_mprt
-from xai_jax.metrics.robustness import gaussian_perturbation, infidelity, max_sensitivity
+from xai_jax.metrics.result import MetricResult
+from xai_jax.metrics.robustness import gaussian_perturbation
 from xai_jax.metrics.sanity import cascading_randomisation, spearman_rows
+from xai_jax.metrics.signature import ground_truth, unified
 from xai_jax.metrics.stats import bootstrap_ci
 
+_ALL = ("batch_size", "precision", "channel_axis")
+
+drop_increase = unified(_faithfulness.drop_increase, name="drop_increase", scores=lambda v: {
+    "drop": v["drop"], "increase": v["increase"]}, higher_is_better={"drop": False, "increase": True},
+    keyed=True, accepts=(*_ALL, "mesh"))
+deletion_insertion = unified(_faithfulness.deletion_insertion, name="deletion_insertion", scores=lambda v: {
+    "deletion_auc": v["deletion_auc"], "insertion_auc": v["insertion_auc"]},
+    higher_is_better={"deletion_auc": False, "insertion_auc": True}, keyed=True, accepts=(*_ALL, "mesh"))
+pixel_flipping = unified(_curves.pixel_flipping, name="pixel_flipping", scores="auc", higher_is_better=False,
+                         keyed=True, accepts=_ALL)
+region_perturbation = unified(
+    _curves.region_perturbation, name="region_perturbation", scores="aopc",
+    # AOPC: the mean drop; MoRF: a faithful map drops the score fast (higher), LeRF: slowly (lower)
+    higher_is_better=lambda o: o.get("order", "morf") == "morf", keyed=True, accepts=_ALL)
+road = unified(_curves.road, name="road", scores=lambda v: v["curves"].mean(1),
+               higher_is_better=lambda o: o.get("order", "morf") != "morf", keyed=True, accepts=_ALL)
+faithfulness_correlation = unified(_fc.faithfulness_correlation, name="faithfulness_correlation",
+                                   scores="correlation", higher_is_better=True, keyed=True,
+                                   accepts=("batch_size", "precision", "channel_axis"))
+infidelity = unified(_robustness.infidelity, name="infidelity", scores="infidelity", higher_is_better=False,
+                     keyed=True, spatial=False, explanation_arg="attributions", accepts=_ALL,
+                     renames={"normalise": "normalize"})
+
+
+def _max_sensitivity_impl(f, xs, method, targets=None, **kwargs):
+    return _robustness.max_sensitivity(method, xs, targets, **kwargs)
+
+
+def _completeness_impl(f, xs, method, targets=None, **kwargs):
+    """IG completeness of an integrated_gradients Method's settings, or the former keyword settings."""
+    from xai_jax.method import Method
+    if isinstance(method, Method) and method.name == "integrated_gradients":
+        kwargs = {**method.extras.get("settings", {}), **kwargs}
+    return _completeness.completeness_errors(f, xs, targets, **kwargs)
+
+
+max_sensitivity = unified(_max_sensitivity_impl, name="max_sensitivity", scores="sensitivity",
+                          higher_is_better=False, explanation="method", keyed=True,
+                          accepts=("batch_size", "precision"), explanation_arg="method")
+max_sensitivity.__doc__ = _robustness.max_sensitivity.__doc__
+completeness = unified(_completeness_impl, name="completeness", scores=lambda v: abs(v["delta"]),
+                       higher_is_better=False, explanation="method", accepts=("batch_size",))
+completeness.__doc__ = _completeness.completeness_errors.__doc__
+completeness_errors = _completeness.completeness_errors  # the former call (f, xs, targets, *, steps, ...)
+
+pointing_game = ground_truth(_localisation.pointing_game, name="pointing_game")
+relevance_mass = ground_truth(_localisation.relevance_mass, name="relevance_mass")
+localisation_auroc = ground_truth(_localisation.localisation_auroc, name="localisation_auroc")
+sparseness = ground_truth(_complexity_module.sparseness, name="sparseness")
+complexity = ground_truth(_complexity_module.complexity, name="complexity", higher_is_better=False)
+
 __all__ = [
-    "bootstrap_ci", "cascading_randomisation", "complement_log_odds", "completeness_errors", "complexity",
-    "deletion_insertion", "drop_increase", "efficient_mprt", "faithfulness_correlation", "gaussian_blur",
-    "gaussian_perturbation", "infidelity", "localisation_auroc", "map_similarity", "max_sensitivity", "mprt",
-    "noisy_linear_imputation", "pixel_flipping", "pointing_game", "random_logit", "region_perturbation",
-    "relevance_mass", "rise_blur_kernel", "road", "smooth_mprt", "sparseness", "spearman_rows", "top_k_mask",
+    "MetricResult", "bootstrap_ci", "cascading_randomisation", "complement_log_odds", "completeness",
+    "completeness_errors", "complexity", "deletion_insertion", "drop_increase", "efficient_mprt",
+    "faithfulness_correlation", "gaussian_blur", "gaussian_perturbation", "infidelity", "localisation_auroc",
+    "map_similarity", "max_sensitivity", "mprt", "noisy_linear_imputation", "pixel_flipping", "pointing_game",
+    "random_logit", "region_perturbation", "relevance_mass", "rise_blur_kernel", "road", "smooth_mprt",
+    "sparseness", "spearman_rows", "top_k_mask",
 ]

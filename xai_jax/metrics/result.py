@@ -59,6 +59,8 @@ class MetricResult(Mapping):
 
     # ---------------------------------------------------------------- Mapping
     def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str) and not isinstance(self.scores, dict):
+            return self.scores[key]  # result[i] / result[a:b]: the per-input scores
         return self._values[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -85,6 +87,12 @@ class MetricResult(Mapping):
             else:
                 self._ci = bootstrap_interval(self.scores)
         return self._ci
+
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(result): the per-input scores (a result with one output)."""
+        if isinstance(self.scores, dict):
+            raise TypeError(f"{self.name} has several outputs {sorted(self.scores)}: take result.scores[name]")
+        return np.asarray(self.scores, dtype=dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
