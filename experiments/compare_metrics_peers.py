@@ -224,19 +224,26 @@ def ours(s: dict, config: dict) -> dict[str, dict[str, np.ndarray]]:
     out["max_sensitivity/saliency"] = {"sensitivity": xm.max_sensitivity(
         xj.saliency(f), xs, t, key=jax.random.key(ms["key"]), radius=ms["radius"],
         n_perturb_samples=ms["n_perturb_samples"], norm=ms["norm"])["sensitivity"]}
-    make = saliency_of(model)
+    # the randomisation metrics take the weights Quantus' randomised twin gets (our model.init(key)
+    # weights, transplant.set_reset_source) explicitly, through randomised=
+    held = xj.Model(model, params)
+    sal = xj.saliency(held)
+
+    def randomised(key):
+        return {"params": model.init(jax.random.key(key), jnp.zeros((1, *xs.shape[1:]), jnp.float32))["params"]}
+
     m = c["mprt"]
-    res = xm.mprt(make, model, params, xs, t, key=jax.random.key(m["key"]), order=m["order"],
+    res = xm.mprt(held, xs, sal, t, key=jax.random.key(m["key"]), randomised=randomised(m["key"]), order=m["order"],
                   similarity=m["similarity"], absolute=m["abs"], normalise=m["normalise"], reduce=first_channel)
     out["mprt/saliency"] = {f"similarity/{layer}": res["similarity"][layer] for layer in res["layers"]}
     m = c["smooth_mprt"]
-    res = xm.smooth_mprt(make, model, params, xs, t, key=jax.random.key(m["key"]), order=m["order"],
-                         similarity=m["similarity"], noise_magnitude=m["noise_magnitude"], n_noisy=m["n_noisy"],
-                         reduce=first_channel)
+    res = xm.smooth_mprt(held, xs, sal, t, key=jax.random.key(m["key"]), randomised=randomised(m["key"]),
+                         order=m["order"], similarity=m["similarity"], noise_magnitude=m["noise_magnitude"],
+                         n_noisy=m["n_noisy"], reduce=first_channel)
     out["smooth_mprt/saliency"] = {f"similarity/{layer}": res["similarity"][layer] for layer in res["layers"]}
     m = c["efficient_mprt"]
-    res = xm.efficient_mprt(make, model, params, xs, t, key=jax.random.key(m["key"]), n_bins=m["n_bins"],
-                            absolute=m["abs"], normalise=m["normalise"], reduce=first_channel)
+    res = xm.efficient_mprt(held, xs, sal, t, key=jax.random.key(m["key"]), randomised=randomised(m["key"]),
+                            n_bins=m["n_bins"], absolute=m["abs"], normalise=m["normalise"], reduce=first_channel)
     out["efficient_mprt/saliency"] = {"score": res["score"], "complexity_original": res["complexity_original"],
                                       "complexity_randomised": res["complexity_randomised"]}
     m = c["random_logit"]
