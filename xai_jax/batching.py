@@ -299,7 +299,7 @@ def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int) -> None:
 def attribute(
     method: Callable,
     xs,
-    targets,
+    targets=None,
     *,
     batch_size: int | None = None,
     key: jax.Array | None = None,
@@ -314,7 +314,9 @@ def attribute(
       then gets jax.random.fold_in(key, i), so results do not depend on batch_size.
     xs: (N, ...) float, finite: NumPy (prefetched to the device batch by batch) or a
       jax.Array (kept on its device, also when sharded). targets: (N,) integer classes in
-      [0, number of classes), NumPy or jax.Array. N = 0 returns an empty array.
+      [0, number of classes), NumPy or jax.Array, or None for the class the method's model
+      predicts for each input (ties: the lowest index), resolved once here on the clean
+      inputs. N = 0 returns an empty array.
     batch_size: inputs per compiled call; it bounds memory (a batch of IG costs
       batch_size * steps model evaluations, or batch_size * chunk_size when chunked).
       None (default): as many as fit a memory budget, from XLA's memory analysis of the
@@ -357,12 +359,20 @@ def attribute(
     n_classes = method_num_classes(method, tuple(xs.shape[1:]), num_classes)
     n = xs.shape[0]
     if n == 0:
-        check_targets(targets, 0, n_classes)
+        if targets is not None:
+            check_targets(targets, 0, n_classes)
         probe = jax.random.key(0) if key is not None else None
         one = jax.eval_shape(lambda x: method(x, jnp.int32(0), *([probe] if key is not None else [])),
                              jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
         empty = np.zeros if to_numpy else jnp.zeros
         return jax.tree.map(lambda o: empty((0, *o.shape), o.dtype), one)
+    if targets is None:
+        f = getattr(method, "model_fn", None)
+        if f is None:
+            raise TypeError("targets=None means the predicted class, but the method carries no model to predict "
+                            "with (a user-written method): pass the targets")
+        from xai_jax.metrics.signature import predicted_targets
+        targets = predicted_targets(f, np.asarray(xs) if not isinstance(xs, jax.Array) else xs)
     targets = _check_target_meta(targets, n)
     if spans_processes(mesh) and not (isinstance(xs, jax.Array) and not xs.is_fully_addressable):
         # each process passed its own shard: the global inputs, process 0's rows first

@@ -1,0 +1,95 @@
+"""The Method contract: one type from every factory, its fields, rebind, targets=None."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xai_jax as xj
+
+W = jnp.asarray(np.random.default_rng(0).normal(size=(6, 2, 3)).astype(np.float32))
+
+
+def linear(w=W):
+    return lambda x: jnp.einsum("lc,lck->k", x, w)
+
+
+XS = np.random.default_rng(1).normal(size=(5, 6, 2)).astype(np.float32)
+
+
+def test_every_factory_returns_a_method_with_its_fields():
+    f = linear()
+    cases = {
+        "saliency": (xj.saliency(f), "input", True, False),
+        "gradient_x_input": (xj.gradient_x_input(f), "input", True, False),
+        "integrated_gradients": (xj.integrated_gradients(f, steps=8), "input", True, False),
+        "smoothgrad": (xj.smoothgrad(xj.saliency(f), n_samples=4), "input", True, True),
+        "expected_gradients": (xj.expected_gradients(f, baselines=XS[:2], n_samples=4), "input", True, True),
+        "occlusion": (xj.occlusion(f, window=2), "spatial", True, False),
+        "rise": (xj.rise(f, n_masks=8), "spatial", False, True),
+    }
+    for name, (m, output, signed, keyed) in cases.items():
+        assert isinstance(m, xj.Method), name
+        assert dataclasses.is_dataclass(m) and m.name == name
+        assert (m.output, m.signed, m.keyed) == (output, signed, keyed), name
+        assert m.model is not None and m.model_fn is m.model
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cases["saliency"][0].keyed = True
+
+
+def test_rebind_gives_the_same_method_on_another_model():
+    f, g = linear(), linear(2 * W)
+    ig = xj.integrated_gradients(f, steps=16, rule="trapezoid")
+    x = XS[0]
+    np.testing.assert_allclose(ig.rebind(g)(x, 1), 2 * ig(x, 1), rtol=1e-5)  # linear: IG doubles with W
+    sg = xj.smoothgrad(xj.saliency(f), n_samples=4, sigma=0.1)
+    key = jax.random.key(0)
+    np.testing.assert_allclose(sg.rebind(g)(x, 0, key), 2 * sg(x, 0, key), rtol=1e-5)
+    assert sg.rebind(g).keyed and sg.rebind(g).name == "smoothgrad"
+    user = xj.Method.wrap(lambda x, t: x * 0.0, model=f)
+    with pytest.raises(TypeError, match="cannot be rebound"):
+        user.rebind(g)
+
+
+def test_targets_none_is_the_predicted_class_everywhere():
+    f = linear()
+    predicted = np.asarray(jax.vmap(f)(jnp.asarray(XS))).argmax(1)
+    sal = xj.saliency(f)
+    np.testing.assert_allclose(sal(XS[0], None), sal(XS[0], int(predicted[0])))
+    np.testing.assert_allclose(xj.attribute(sal, XS), xj.attribute(sal, XS, predicted))
+    np.testing.assert_allclose(jax.vmap(sal)(XS, None), xj.attribute(sal, XS, predicted), rtol=1e-6)
+    # SmoothGrad resolves the class once, on the clean input, and explains it on every noisy copy
+    sg = xj.smoothgrad(sal, n_samples=8, sigma=0.5)
+    key = jax.random.key(3)
+    np.testing.assert_allclose(sg(XS[0], None, key), sg(XS[0], int(predicted[0]), key), rtol=1e-6)
+    r = xj.metrics.drop_increase(f, XS, sal)
+    np.testing.assert_array_equal(r["targets"], predicted)
+
+
+def test_ties_pick_the_lowest_index():
+    f = lambda x: jnp.array([1.0, 3.0, 3.0]) + 0.0 * x.sum()  # noqa: E731
+    assert int(xj.method.predicted_class(f, XS[0])) == 1
+
+
+def test_user_callables_still_work_in_attribute():
+    f = linear()
+    fn = lambda x, t: jax.grad(lambda z: f(z)[t])(x)  # noqa: E731
+    with pytest.raises(TypeError, match="num_classes is required"):
+        xj.attribute(fn, XS, np.zeros(5, int))
+    np.testing.assert_allclose(xj.attribute(fn, XS, np.zeros(5, int), num_classes=3),
+                               xj.attribute(xj.saliency(f), XS, np.zeros(5, int)), rtol=1e-6)
+    with pytest.raises(TypeError, match="targets=None"):
+        xj.attribute(fn, XS, num_classes=3)
+
+
+def test_randomisation_metrics_refuse_plain_callables():
+    f = linear()
+    fn = lambda x, t: jax.grad(lambda z: f(z)[t])(x)  # noqa: E731
+    with pytest.raises(TypeError, match="must be an xai_jax Method"):
+        xj.metrics.mprt(f, XS, fn)
+    with pytest.raises(TypeError, match="no weights that xai_jax can randomise"):
+        xj.metrics.mprt(f, XS, xj.saliency(f))
