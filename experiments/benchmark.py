@@ -65,9 +65,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import xai_jax as xj  # noqa: E402
+from xai_jax.adapters import LayerModel  # noqa: E402
 from xai_jax.attribution.feature_masks import sise  # noqa: E402
 from xai_jax.attribution.grad_cam import block_ends  # noqa: E402
-from xai_jax.adapters import LayerModel  # noqa: E402
 from xai_jax.attribution.perturbation import rise  # noqa: E402
 from xai_jax.data.mnist1d import load_mnist1d  # noqa: E402
 from xai_jax.models import mnist1d_cnn, vgg7  # noqa: E402

@@ -1,5 +1,6 @@
 """xai_jax: visual explanation methods for CNNs as composable JAX transforms."""
 
+from xai_jax import metrics  # noqa: E402  (xai_jax.metrics.mprt, ...)
 from xai_jax.attribution import (
     RULES,
     Model,
@@ -33,13 +34,12 @@ from xai_jax.attribution import (
     xrai,
     xrai_regions,
 )
-
-from xai_jax import metrics  # noqa: E402  (xai_jax.metrics.mprt, ...)
 from xai_jax.method import Method  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "Method", "RULES", "Model", "Split", "metrics", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
+    "Method", "RULES", "Model", "Split", "metrics",
+    "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
     "ablation_cam", "blur_ig", "eigen_cam", "felzenszwalb_segments", "guided_ig", "xrai", "xrai_regions",

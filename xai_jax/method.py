@@ -105,7 +105,7 @@ class Method:
             try:
                 ps = [p for p in inspect.signature(fn).parameters.values()
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-                keyed = len(ps) >= 3 and ps[2].default is p.empty
+                keyed = len(ps) >= 3 and ps[2].default is inspect.Parameter.empty
             except (TypeError, ValueError):
                 keyed = False
         return Method(fn, model=model if model is not None else getattr(fn, "model_fn", None),

@@ -72,8 +72,8 @@ def adapt(model: Any, params: Any = None, *, who: str = "this method", state: An
     kind = framework(model)
     if kind == "linen":
         if params is None:
-            raise TypeError(f"{who}: a flax.linen module needs its params (or its full variables dict): {who}(model, variables, ...) or "
-                            f"xai_jax.Model(model, variables)")
+            raise TypeError(f"{who}: a flax.linen module needs its params (or its full variables dict): "
+                            f"{who}(model, variables, ...) or xai_jax.Model(model, variables)")
         from xai_jax.adapters.linen import LinenAdapter
         return LinenAdapter(model, params, call_kwargs)
     if kind == "haiku":

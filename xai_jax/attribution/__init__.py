@@ -1,3 +1,4 @@
+from xai_jax.adapters import Model, Split, list_layers
 from xai_jax.attribution.blur_ig import blur_ig
 from xai_jax.attribution.common import model_fn, spatial_map
 from xai_jax.attribution.feature_masks import score_cam, sise
@@ -19,13 +20,13 @@ from xai_jax.attribution.integrated_gradients import (
     integrated_gradients,
     quadrature,
 )
-from xai_jax.adapters import Model, Split, list_layers
 from xai_jax.attribution.perturbation import occlusion, rise
 from xai_jax.attribution.xrai import felzenszwalb_segments, xrai, xrai_regions
 from xai_jax.batching import attribute
 
 __all__ = [
-    "RULES", "Model", "Split", "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
+    "RULES", "Model", "Split",
+    "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
     "ablation_cam", "blur_ig", "eigen_cam", "felzenszwalb_segments", "guided_ig", "xrai", "xrai_regions",

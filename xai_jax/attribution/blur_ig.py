@@ -21,10 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.method import method_factory
-from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
-    check_callable,
+    as_model_function,
     check_float,
     check_positive_int,
     explanation_method,
@@ -32,6 +30,7 @@ from xai_jax.attribution.common import (
 )
 from xai_jax.attribution.loop_convs import loop_friendly
 from xai_jax.checks import check_int, check_optional_int
+from xai_jax.method import method_factory
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 

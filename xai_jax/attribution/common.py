@@ -15,7 +15,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_jax.method import Method, predicted_class
 from xai_jax.checks import (  # noqa: F401  (re-exported for the method modules)
     check_array,
     check_callable,
@@ -29,6 +28,7 @@ from xai_jax.checks import (  # noqa: F401  (re-exported for the method modules)
     num_outputs,
     precision_scope,
 )
+from xai_jax.method import Method, predicted_class
 
 ScoreFn = Callable[[jax.Array], jax.Array]
 SCORES = ("logit", "softmax", "log_softmax")

@@ -24,11 +24,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_jax.method import method_factory
-from xai_jax.method import relu_signed as _relu_signed
 from xai_jax.attribution.common import check_float, explanation_method, minmax, score_transform, upsample
 from xai_jax.attribution.grad_cam import layer_access
 from xai_jax.checks import check_optional_int
+from xai_jax.method import method_factory
+from xai_jax.method import relu_signed as _relu_signed
 
 
 def masked_scores(f, x: jax.Array, masks: jax.Array, target, score_fn, chunk_size: int | None,

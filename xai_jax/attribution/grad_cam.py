@@ -49,11 +49,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xai_jax.method import method_factory
-from xai_jax.method import relu_signed as _relu_signed
+from xai_jax.adapters import LayerModel
 from xai_jax.attribution.common import explanation_method, score_transform
 from xai_jax.attribution.common import upsample as upsample_to
-from xai_jax.adapters import LayerModel
+from xai_jax.method import method_factory
+from xai_jax.method import relu_signed as _relu_signed
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 def layer_access(model, params, layer, channel_axis, reshape, who: str, many: bool = False):

@@ -18,17 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.method import method_factory
-from xai_jax.method import inner_output as _inner_output
-from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
-    check_callable,
+    as_model_function,
     check_float,
     check_positive_int,
     explanation_method,
     score_transform,
 )
 from xai_jax.checks import check_optional_int
+from xai_jax.method import inner_output as _inner_output
+from xai_jax.method import method_factory
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 

@@ -24,10 +24,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from xai_jax.method import method_factory
-from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
-    check_callable,
+    as_model_function,
     check_float,
     check_positive_int,
     explanation_method,
@@ -35,6 +33,7 @@ from xai_jax.attribution.common import (
 )
 from xai_jax.attribution.loop_convs import loop_friendly
 from xai_jax.checks import is_concrete
+from xai_jax.method import method_factory
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
 EPSILON = 1e-9  # PAIR's tolerance on the L1 target (float64)

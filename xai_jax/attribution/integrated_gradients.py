@@ -46,9 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.method import method_factory
-from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
+    as_model_function,
     check_positive_int,
     check_target,
     check_x,
@@ -66,6 +65,7 @@ from xai_jax.checks import (
     check_optional_int,
     is_concrete,
 )
+from xai_jax.method import method_factory
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre")
 AUTO_INITIAL = 16  # uniform nodes of steps="auto" before any refinement (0 and 1 included)

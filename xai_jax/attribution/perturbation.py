@@ -20,17 +20,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.method import method_factory
-from xai_jax.attribution.common import as_model_function
 from xai_jax.attribution.common import (
+    as_model_function,
     channels_last,
-    check_callable,
     check_float,
     check_positive_int,
     explanation_method,
     score_transform,
 )
 from xai_jax.checks import check_int, check_optional_int
+from xai_jax.method import method_factory
 
 
 def _spatial(x: jax.Array) -> tuple[int, ...]:

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.method import Method, method_factory
 from xai_jax.checks import check_array, check_float, check_int, is_concrete
+from xai_jax.method import Method, method_factory
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
 FELZENSZWALB_SIGMA = 0.8

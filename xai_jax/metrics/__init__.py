@@ -12,8 +12,8 @@ sparseness, complexity. Every result is a MetricResult (a Mapping of the metric'
 .scores, .mean, .ci and .higher_is_better). Similarity functions: xai_jax.metrics.similarity.
 """
 
-from xai_jax.metrics import complexity as _complexity_module
 from xai_jax.metrics import completeness as _completeness
+from xai_jax.metrics import complexity as _complexity_module
 from xai_jax.metrics import faithfulness as _faithfulness
 from xai_jax.metrics import faithfulness_correlation as _fc
 from xai_jax.metrics import localisation as _localisation

@@ -30,8 +30,8 @@ from xai_jax.checks import (
 from xai_jax.metrics.layout import with_channel_axis
 from xai_jax.metrics.randomisation import pearson_row
 from xai_jax.metrics.robustness import cached_runner
+from xai_jax.metrics.shared import PREDICTED
 
-PREDICTED = -1  # internal marker for targets=None; never accepted from callers
 FILLS = ("black", "white", "mean")  # Quantus' per-input baselines: min, max, mean of x
 
 

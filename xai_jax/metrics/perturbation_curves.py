@@ -56,8 +56,9 @@ from xai_jax.checks import (
     is_concrete,
     precision_scope,
 )
-from xai_jax.metrics.faithfulness import _check_scores, _prepare
 from xai_jax.metrics.layout import with_channel_axis
+from xai_jax.metrics.shared import check_scores as _check_scores
+from xai_jax.metrics.shared import prepare as _prepare
 from xai_jax.metrics.ties import index_ranks, tie_broken_ranks
 
 # ---------------------------------------------------------------------------------------

@@ -47,8 +47,6 @@ import numpy as np
 from xai_jax.adapters import Model, adapt, framework, is_adapter
 from xai_jax.adapters.base import salted
 from xai_jax.batching import batch_for, inputs_per_call, program_cache, run_in_batches
-from xai_jax.method import Method
-from xai_jax.metrics.result import MetricResult
 from xai_jax.checks import (
     check_batch,
     check_choice,
@@ -59,6 +57,8 @@ from xai_jax.checks import (
     num_outputs,
     precision_scope,
 )
+from xai_jax.method import Method
+from xai_jax.metrics.result import MetricResult
 
 SIMILARITIES = ("spearman", "pearson", "ssim")
 ORDERS = ("top_down", "bottom_up", "independent")
@@ -472,7 +472,7 @@ def _setup(who: str, args: tuple, kwargs: dict, smooth=None):
         method = _method_form(explanation, who)
         adapter = _adapted(model, who)
         if adapter.kind in ("function", "Split"):
-            adapter.params  # raises the adapter's TypeError: nothing to randomise
+            _ = adapter.params  # raises the adapter's TypeError: nothing to randomise
         make, owner = (lambda p: method.rebind(adapter.with_params(p))), (method, adapter)
         owner = _owner(owner)
     common = {k: kwargs.pop(k) for k in ("key", "method_key", "batch_size", "reduce", "randomised") if k in kwargs}

@@ -36,10 +36,7 @@ from xai_jax.checks import (
     precision_scope,
 )
 from xai_jax.metrics.layout import with_channel_axis
-
-PREDICTED = -1  # internal marker for targets=None; never accepted from callers
-
-
+from xai_jax.metrics.shared import PREDICTED, check_scores
 
 
 def cached_runner(owner: Callable, tag: tuple, build: Callable[[], Callable]) -> Callable:
@@ -58,11 +55,7 @@ def sample_key(key: jax.Array, i, s) -> jax.Array:
 
 
 def _check_scores(values: np.ndarray, who: str) -> None:
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(1)
-    if bad.any():
-        raise ValueError(f"{who}: the model or method returned NaN or inf values for inputs "
-                         f"{np.flatnonzero(bad)[:5].tolist()}{' ...' if bad.sum() > 5 else ''} "
-                         f"(on x or its perturbed copies)")
+    check_scores(values, who, "the model or method returned", "x or its perturbed copies")
 
 
 def gaussian_perturbation(sigma: float) -> Callable[[jax.Array, jax.Array], jax.Array]:
