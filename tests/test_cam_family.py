@@ -10,8 +10,8 @@ import pytest
 
 import xai_jax as xj
 from tests.models_small import Tiny2D, init
-from xai_jax.attribution.grad_cam import ABLATION_OFFSET, layer_gradient, principal_projection
 from xai_jax.adapters import LayerModel
+from xai_jax.attribution.grad_cam import ABLATION_OFFSET, layer_gradient, principal_projection
 from xai_jax.models.layers import ConvReLU
 
 

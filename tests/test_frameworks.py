@@ -199,7 +199,8 @@ def test_wrong_layouts_and_arguments_are_clear_errors(nets):
         xj.grad_cam(nets["eqx"], layer=3)
     with pytest.raises(TypeError, match="attribute path"):
         xj.grad_cam(nets["nnx"], layer=lambda m: m.blocks[1])
-    with pytest.raises(TypeError, match="reads a layer, so model must be an xai_jax.Model.*got a plain function builtins.function"):
+    with pytest.raises(TypeError, match="reads a layer, so model must be an xai_jax.Model.*got a plain function "
+                                        "builtins.function"):
         xj.grad_cam(lambda x: x)
     with pytest.raises(ValueError, match=r"layer 'blocks.7' is not a submodule.*valid layers: \['blocks.0'"):
         xj.grad_cam(nets["nnx"], layer="blocks.7")(x, 0)
