@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo smoke test setup setup-tfds reproduce benchmark hmt clean
 
+# dm-haiku goes in with --no-deps: its metadata pulls jax extras that would replace the pinned jax
+# (absl-py, its one other dependency, comes with requirements.txt)
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps dm-haiku==0.0.17 jmp==0.0.4 tabulate==0.10.0
 	$(PY) -m pip install -q --no-deps -e . > /dev/null 2>&1 || $(PY) -m pip install --no-deps -e .
 	touch $(STAMP)
 

@@ -46,7 +46,7 @@ import numpy as np
 from peers import cli
 
 import xai_jax as xj
-from xai_jax.models import vgg7
+from xai_jax.study.models import vgg7
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_grad_cam.json"

@@ -15,7 +15,7 @@ def need(path: Path):
 
 @pytest.fixture(scope="session")
 def mnist1d():
-    from xai_jax.data.mnist1d import load_mnist1d
+    from xai_jax.study.data.mnist1d import load_mnist1d
 
     return load_mnist1d()
 
@@ -23,7 +23,7 @@ def mnist1d():
 @pytest.fixture(scope="session")
 def study_mnist1d(mnist1d):
     """The study's Keras MNIST-1D weights in our Flax model: (model, params)."""
-    from xai_jax.models import load_keras_h5, mnist1d_cnn
+    from xai_jax.study.models import load_keras_h5, mnist1d_cnn
 
     model = mnist1d_cnn("study")
     return model, load_keras_h5(need(SEED / "MNIST1D.h5"), model, (40, 1))

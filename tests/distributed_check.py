@@ -8,8 +8,8 @@ import xai_jax as xj
 from xai_jax.attribution.perturbation import rise
 from xai_jax.distributed import data_mesh
 from xai_jax.metrics import drop_increase
-from xai_jax.models import mnist1d_cnn
-from xai_jax.train import TrainConfig, fit
+from xai_jax.study.models import mnist1d_cnn
+from xai_jax.study.train import TrainConfig, fit
 
 assert len(jax.devices()) == 8, jax.devices()
 mesh = data_mesh()

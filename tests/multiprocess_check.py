@@ -28,8 +28,8 @@ import xai_jax as xj  # noqa: E402
 from xai_jax.attribution.perturbation import rise  # noqa: E402
 from xai_jax.distributed import data_mesh, to_host  # noqa: E402
 from xai_jax.metrics import deletion_insertion, drop_increase  # noqa: E402
-from xai_jax.models import mnist1d_cnn  # noqa: E402
-from xai_jax.train import TrainConfig, fit  # noqa: E402
+from xai_jax.study.models import mnist1d_cnn  # noqa: E402
+from xai_jax.study.train import TrainConfig, fit  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
 mesh = data_mesh(jax.devices())  # every process's devices

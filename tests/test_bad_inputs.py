@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import xai_jax as xj
-from xai_jax.compare import predictions
+from xai_jax.study.suite import predictions
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -30,7 +30,7 @@ from xai_jax.metrics import (
     pointing_game,
     relevance_mass,
 )
-from xai_jax.models import mnist1d_cnn
+from xai_jax.study.models import mnist1d_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 4  # inputs per batch: small and fast

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from tests.test_data_hmt import make_tiles, zip_folder
-from xai_jax.data.hmt import load_cached, load_folder, load_zip, stratified_split
-from xai_jax.data.mnist1d import load_mnist1d
-from xai_jax.models import load_keras_h5, mnist1d_cnn, vgg7
+from xai_jax.study.data.hmt import load_cached, load_folder, load_zip, stratified_split
+from xai_jax.study.data.mnist1d import load_mnist1d
+from xai_jax.study.models import load_keras_h5, mnist1d_cnn, vgg7
 
 N = 100  # MNIST-1D signals per test set: small and fast
 FIELDS = ("x_train", "y_train", "x_test", "y_test", "support_train", "support_test")
@@ -53,7 +53,7 @@ def cache_file(tmp_path: Path, seed: int = 0) -> Path:
 def meta(seed=0, num_samples=N, train_split=0.8):
     from importlib.metadata import version
 
-    from xai_jax.data.mnist1d import CACHE_FORMAT
+    from xai_jax.study.data.mnist1d import CACHE_FORMAT
 
     return {"arg_seed": seed, "arg_num_samples": num_samples, "arg_train_split": train_split,
             "arg_version": version("mnist1d"), "arg_format": CACHE_FORMAT}

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from xai_jax.distributed import data_mesh
-from xai_jax.models import mnist1d_cnn
-from xai_jax.train import (
+from xai_jax.study.models import mnist1d_cnn
+from xai_jax.study.train import (
     NonFiniteLossError,
     TrainConfig,
     create_state,

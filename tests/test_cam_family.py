@@ -12,7 +12,7 @@ import xai_jax as xj
 from tests.models_small import Tiny2D, init
 from xai_jax.attribution.grad_cam import ABLATION_OFFSET, layer_gradient, principal_projection
 from xai_jax.attribution.layers import LayerModel
-from xai_jax.models.layers import ConvReLU
+from xai_jax.study.models.layers import ConvReLU
 
 
 class Flat1D(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import HMT_SAMPLE, need
-from xai_jax.data.hmt import FOLDERS, load_cached, load_folder, load_tfds, load_zip, stratified_split
+from xai_jax.study.data.hmt import FOLDERS, load_cached, load_folder, load_tfds, load_zip, stratified_split
 
 SUBDIR = "Kather_texture_2016_image_tiles_5000"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SEED, need
-from xai_jax.data.mnist1d import load_mnist1d
+from xai_jax.study.data.mnist1d import load_mnist1d
 
 
 def test_default_equals_study_pickle(mnist1d):

@@ -17,7 +17,7 @@ from xai_jax.metrics.randomisation import (
     smooth_mprt,
 )
 from xai_jax.metrics.sanity import cascading_randomisation
-from xai_jax.models import mnist1d_cnn
+from xai_jax.study.models import mnist1d_cnn
 
 KEY = jax.random.key(3)
 RNG = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import HMT_SAMPLE, SEED, need
-from xai_jax.models import MNIST1DCNN, load_keras_h5, mnist1d_cnn, vgg7
+from xai_jax.study.models import MNIST1DCNN, load_keras_h5, mnist1d_cnn, vgg7
 
 
 def test_study_weights_score_877_of_1000(mnist1d, study_mnist1d):
@@ -14,7 +14,7 @@ def test_study_weights_score_877_of_1000(mnist1d, study_mnist1d):
 
 
 def test_hmt_weights_score_77_of_100():
-    from xai_jax.data.hmt import load_folder
+    from xai_jax.study.data.hmt import load_folder
 
     tiles = load_folder(need(HMT_SAMPLE), size=224)
     model = vgg7("study")

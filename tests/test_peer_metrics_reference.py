@@ -53,7 +53,7 @@ def script():
 @pytest.fixture(scope="module")
 def recomputed(script):
     ref = _need_reference()
-    from xai_jax.data.mnist1d import DEFAULT_CACHE
+    from xai_jax.study.data.mnist1d import DEFAULT_CACHE
 
     maps = {k: np.asarray(v, np.float32) for k, v in ref["maps"].items()}
     s = script.setup(ref["config"], DEFAULT_CACHE, maps=maps)

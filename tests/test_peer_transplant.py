@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is an optional peer (install it in .venv-peers)")
 
 from experiments.peers import transplant  # noqa: E402
-from xai_jax.models import mnist1d_cnn, vgg7  # noqa: E402
+from xai_jax.study.models import mnist1d_cnn, vgg7  # noqa: E402
 
 CASES = [
     ("mnist1d study", lambda: mnist1d_cnn("study"), (40, 1)),

@@ -12,7 +12,7 @@ import xai_jax as xj
 from xai_jax import metrics as xm
 from xai_jax.attribution.feature_masks import sise
 from xai_jax.attribution.perturbation import rise
-from xai_jax.models import mnist1d_cnn
+from xai_jax.study.models import mnist1d_cnn
 
 MODEL = mnist1d_cnn("study")
 PARAMS = MODEL.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]

@@ -2,9 +2,9 @@ import jax
 import numpy as np
 import pytest
 
-from xai_jax.data.augment import histology_augment, random_circular_shift
-from xai_jax.models import mnist1d_cnn
-from xai_jax.train import (
+from xai_jax.study.data.augment import histology_augment, random_circular_shift
+from xai_jax.study.models import mnist1d_cnn
+from xai_jax.study.train import (
     TrainConfig,
     create_state,
     evaluate,

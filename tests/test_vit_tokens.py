@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xai_jax as xj
-from xai_jax.models import ViT1D, patch_grid
+from xai_jax.study.models import ViT1D, patch_grid
 
 
 @pytest.fixture(scope="module")

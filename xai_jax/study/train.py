@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from xai_jax.batching import run_in_batches
 from xai_jax.checks import check_int, check_mesh, check_optional_int
 from xai_jax.distributed import gather_process_shards, spans_processes
-from xai_jax.models.validate import (
+from xai_jax.study.models.validate import (
     check_input_shape,
     check_model,
     check_num_classes,

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from xai_jax.models.layers import ConvReLU, check_preset, check_sizes
-from xai_jax.models.validate import check_num_classes
+from xai_jax.study.models.layers import ConvReLU, check_preset, check_sizes
+from xai_jax.study.models.validate import check_num_classes
 
 PRESETS: dict[str, dict] = {
     "study": {"features": (25, 25, 25), "kernels": (5, 3, 3)},

@@ -19,7 +19,7 @@ from xai_jax.checks import check_int, error_summary
 def check_model(model: Any, name: str = "model") -> nn.Module:
     """A flax.linen Module (TypeError otherwise, e.g. for a preset name)."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a flax.linen Module (e.g. xai_jax.models.mnist1d_cnn()), "
+        raise TypeError(f"{name} must be a flax.linen Module (e.g. xai_jax.study.models.mnist1d_cnn()), "
                         f"got {type(model).__name__} {model!r:.80}")
     return model
 

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xai_jax.models.validate import check_num_classes
+from xai_jax.study.models.validate import check_num_classes
 
 
 def patch_grid(tokens: jax.Array) -> jax.Array:

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.models.validate import check_input_shape, check_model, param_shapes
+from xai_jax.study.models.validate import check_input_shape, check_model, param_shapes
 
 
 def load_keras_h5(

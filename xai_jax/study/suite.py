@@ -53,7 +53,7 @@ from xai_jax.metrics import (
 
 
 @dataclass
-class Method:
+class SuiteEntry:
     """A named attribution method: build(params) -> fn(x, t[, key]); reduce(maps) -> spatial maps."""
 
     name: str
@@ -82,7 +82,7 @@ IMAGE_ONLY = ("Blur IG", "XRAI")
 
 def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = False,
                  rise_masks: int | None = None, light: bool = False, image_size: int = 224,
-                 methods: str | Sequence[str] = "default", references: np.ndarray | None = None) -> dict[str, Method]:
+                 methods: str | Sequence[str] = "default", references: np.ndarray | None = None) -> dict[str, SuiteEntry]:
     """The methods compared, with settings suited to 1-D signals (ndim=1) or images (ndim=2).
 
     methods: "default" (DEFAULT_METHODS: the study's methods and the classic ones), "all"
@@ -97,7 +97,7 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
     IG (tf-explain: 11 equally weighted nodes including both ends, softmax score, no
     (x - baseline) factor, |.| summed over channels).
     """
-    del params  # methods are built per parameter set (see Method.build)
+    del params  # methods are built per parameter set (see SuiteEntry.build)
     image = ndim == 2
     available = DEFAULT_METHODS + tuple(m for m in MORE_METHODS if image or m not in IMAGE_ONLY)
     if methods == "default":
@@ -124,54 +124,54 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
     window, stride = (side, side), (max(1, side // 2),) * 2
     cam_batch = 16 if image else 100
     builders = {
-        "Grad-CAM": lambda: Method("Grad-CAM", lambda p: grad_cam(model, p), batch_size=100),
-        "Grad-CAM++": lambda: Method("Grad-CAM++", lambda p: grad_cam_plus_plus(model, p), batch_size=100),
-        "Integrated Gradients": lambda: Method(
+        "Grad-CAM": lambda: SuiteEntry("Grad-CAM", lambda p: grad_cam(model, p), batch_size=100),
+        "Grad-CAM++": lambda: SuiteEntry("Grad-CAM++", lambda p: grad_cam_plus_plus(model, p), batch_size=100),
+        "Integrated Gradients": lambda: SuiteEntry(
             "Integrated Gradients",
             lambda p: integrated_gradients(f(p), steps=ig_steps, rule="trapezoid",
                                            chunk_size=32 if image and not light else None),
             reduce=_channel_sum, batch_size=(1 if light else 4) if image else 100, signed=True),
-        "Saliency": lambda: Method("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
-        "Gradient x Input": lambda: Method("Gradient x Input", lambda p: gradient_x_input(f(p)),
+        "Saliency": lambda: SuiteEntry("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
+        "Gradient x Input": lambda: SuiteEntry("Gradient x Input", lambda p: gradient_x_input(f(p)),
                                            reduce=_channel_sum, signed=True),
-        "SmoothGrad": lambda: Method("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples,
+        "SmoothGrad": lambda: SuiteEntry("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples,
                                                                         sigma=0.15),
                                      keyed=True, reduce=_channel_abs_sum, batch_size=2 if image else 100),
-        "RISE": lambda: Method("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
+        "RISE": lambda: SuiteEntry("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
                                                      chunk_size=100 if image else 500),
                                keyed=True, batch_size=1 if image else 20),
-        "Score-CAM": lambda: Method("Score-CAM", lambda p: score_cam(model, p, chunk_size=32 if image else None),
+        "Score-CAM": lambda: SuiteEntry("Score-CAM", lambda p: score_cam(model, p, chunk_size=32 if image else None),
                                     batch_size=2 if image else 100),
-        "SISE": lambda: Method("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
+        "SISE": lambda: SuiteEntry("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
                                batch_size=1 if image else 50),
-        "Occlusion": lambda: Method("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
+        "Occlusion": lambda: SuiteEntry("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
                                                                     stride=stride if image else 1,
                                                                     chunk_size=64 if image else None),
                                     batch_size=4 if image else 100, signed=True),
-        "HiResCAM": lambda: Method("HiResCAM", lambda p: hires_cam(model, p), batch_size=cam_batch),
-        "XGrad-CAM": lambda: Method("XGrad-CAM", lambda p: xgrad_cam(model, p), batch_size=cam_batch),
-        "LayerCAM": lambda: Method("LayerCAM", lambda p: layer_cam(model, p), batch_size=cam_batch),
-        "Grad-CAM (element-wise)": lambda: Method("Grad-CAM (element-wise)",
+        "HiResCAM": lambda: SuiteEntry("HiResCAM", lambda p: hires_cam(model, p), batch_size=cam_batch),
+        "XGrad-CAM": lambda: SuiteEntry("XGrad-CAM", lambda p: xgrad_cam(model, p), batch_size=cam_batch),
+        "LayerCAM": lambda: SuiteEntry("LayerCAM", lambda p: layer_cam(model, p), batch_size=cam_batch),
+        "Grad-CAM (element-wise)": lambda: SuiteEntry("Grad-CAM (element-wise)",
                                                   lambda p: grad_cam_element_wise(model, p), batch_size=cam_batch),
-        "EigenCAM": lambda: Method("EigenCAM", lambda p: eigen_cam(model, p), batch_size=cam_batch),
-        "AblationCAM": lambda: Method("AblationCAM", lambda p: ablation_cam(model, p, chunk_size=16 if image else None),
+        "EigenCAM": lambda: SuiteEntry("EigenCAM", lambda p: eigen_cam(model, p), batch_size=cam_batch),
+        "AblationCAM": lambda: SuiteEntry("AblationCAM", lambda p: ablation_cam(model, p, chunk_size=16 if image else None),
                                       batch_size=2 if image else 100),
-        "Guided IG": lambda: Method("Guided IG", lambda p: guided_ig(f(p), steps=50 if light else 200),
+        "Guided IG": lambda: SuiteEntry("Guided IG", lambda p: guided_ig(f(p), steps=50 if light else 200),
                                     reduce=_channel_sum, batch_size=2 if image else 100, signed=True),
-        "Expected Gradients": lambda: Method(
+        "Expected Gradients": lambda: SuiteEntry(
             "Expected Gradients",
             lambda p: expected_gradients(f(p), baselines=references, n_samples=16 if light else 64,
                                          chunk_size=16 if image else None),
             keyed=True, reduce=_channel_sum, batch_size=2 if image else 100, signed=True),
-        "Blur IG": lambda: Method("Blur IG", lambda p: blur_ig(f(p), steps=32 if light else 100, chunk_size=16),
+        "Blur IG": lambda: SuiteEntry("Blur IG", lambda p: blur_ig(f(p), steps=32 if light else 100, chunk_size=16),
                                   reduce=_channel_sum, batch_size=1, signed=True),
-        "XRAI": lambda: Method("XRAI", lambda p: xrai(integrated_gradients(f(p), steps=ig_steps)), host=True),
+        "XRAI": lambda: SuiteEntry("XRAI", lambda p: xrai(integrated_gradients(f(p), steps=ig_steps)), host=True),
     }
     suite = {name: builders[name]() for name in chosen}
     if study:
-        suite["Study Grad-CAM (softmax)"] = Method(
+        suite["Study Grad-CAM (softmax)"] = SuiteEntry(
             "Study Grad-CAM (softmax)", lambda p: grad_cam(model, p, score="softmax"))
-        suite["Study IG (faulty)"] = Method(
+        suite["Study IG (faulty)"] = SuiteEntry(
             "Study IG (faulty)",
             lambda p: integrated_gradients(f(p), steps=11, rule="linspace_mean", score="softmax",
                                            multiply_by_inputs=False),
@@ -179,7 +179,7 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
     return suite
 
 
-def explain_all(suite: dict[str, Method], params: Any, xs: np.ndarray, targets: np.ndarray, *,
+def explain_all(suite: dict[str, SuiteEntry], params: Any, xs: np.ndarray, targets: np.ndarray, *,
                 key: jax.Array, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Maps (N, *spatial) per method and milliseconds per input (compile excluded: one batch
     is run first to compile, then the whole set is timed)."""
@@ -271,7 +271,7 @@ def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.
             "shares": shares, "signed": sorted(signed & set(maps))}
 
 
-def sanity_all(suite: dict[str, Method], model: nn.Module, params: Any, xs: np.ndarray, targets: np.ndarray,
+def sanity_all(suite: dict[str, SuiteEntry], model: nn.Module, params: Any, xs: np.ndarray, targets: np.ndarray,
                *, key: jax.Array) -> dict[str, dict[str, float]]:
     """Cascading model randomisation (Adebayo et al. 2018) for every method of the suite
     (host methods, i.e. XRAI, are left out: the check runs each method under jit/vmap)."""
