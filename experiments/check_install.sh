@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The library's dependency split after a real install: a new venv, `pip install .` with no
-# extras (pip resolves jax, numpy, scipy and tqdm only), then tests/install_check.py, which
+# extras (pip resolves jax, numpy, scipy and tqdm only), then tests/core/install_check.py, which
 # also blocks every optional package. Slow (it downloads jax): not part of `make test`.
 #   experiments/check_install.sh [python]      # default python3; needs network or a pip cache
 set -euo pipefail
@@ -20,4 +20,4 @@ for pkg in flax optax orbax-checkpoint equinox dm-haiku matplotlib scikit-image 
   if grep -qx "$pkg" <<<"$installed"; then echo "FAIL: pip install . pulled in $pkg"; exit 1; fi
 done
 # run from outside the source tree so that `import xai_jax` is the installed copy
-(cd "$tmp" && "$tmp/venv/bin/python" "$OLDPWD/tests/install_check.py")
+(cd "$tmp" && "$tmp/venv/bin/python" "$OLDPWD/tests/core/install_check.py")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 SCRIPT = Path(__file__).with_name("multiprocess_check.py")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py in a subprocess with 8 forced host devices."""
+"""Run by tests/core/test_distributed.py in a subprocess with 8 forced host devices."""
 
 import jax
 import jax.numpy as jnp

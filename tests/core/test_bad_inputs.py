@@ -32,7 +32,7 @@ from xai_jax.metrics import (
 )
 from xai_jax.study.models import mnist1d_cnn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 4  # inputs per batch: small and fast
 KEY = jax.random.key(0)
 

@@ -11,7 +11,7 @@ import pytest
 
 import xai_jax as xj
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_pair.json"
 sys.path.insert(0, str(ROOT / "experiments"))
 import compare_pair_saliency as cmp  # noqa: E402

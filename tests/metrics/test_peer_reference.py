@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_metrics.json"
 FAMILIES = {"pixel_flipping", "region_perturbation_morf", "region_perturbation_lerf", "road", "mprt", "smooth_mprt",
             "efficient_mprt", "random_logit", "infidelity", "infidelity_normalized", "max_sensitivity",

@@ -1,7 +1,7 @@
-"""Run by tests/test_multiprocess.py: attribution, metrics and training on one global mesh.
+"""Run by tests/core/test_multiprocess.py: attribution, metrics and training on one global mesh.
 
-    python tests/multiprocess_check.py single OUT            # 1 process, 8 forced CPU devices
-    python tests/multiprocess_check.py PROCESS_ID OUT PORT   # one of 2 processes, 4 devices each
+    python tests/core/multiprocess_check.py single OUT            # 1 process, 8 forced CPU devices
+    python tests/core/multiprocess_check.py PROCESS_ID OUT PORT   # one of 2 processes, 4 devices each
 
 Every process passes only its own shard of the inputs (process p: rows p * 13 .. p * 13 + 12
 of 26) and gets the global result; process 0 (or the single process) saves it to OUT.

@@ -1,8 +1,8 @@
 """The library's dependency split, checked in a fresh interpreter: with the optional packages
 made unimportable, `import xai_jax, xai_jax.metrics` works and the gradient methods run on a
-plain function. Used by tests/test_install.py and experiments/check_install.sh.
+plain function. Used by tests/core/test_install.py and experiments/check_install.sh.
 
-    python tests/install_check.py          # exits 0 and prints "install check OK"
+    python tests/core/install_check.py          # exits 0 and prints "install check OK"
 """
 
 import importlib.abc

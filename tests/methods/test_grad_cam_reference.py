@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_grad_cam.json"
 sys.path.insert(0, str(ROOT / "experiments"))
 import compare_grad_cam_peers as cmp  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import SEED, need
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load(name):
@@ -100,7 +100,7 @@ def test_every_script_runs_quick_from_an_empty_data_dir(name, tmp_path):
 
 
 def test_hmt_train_on_synthetic_tiles_and_explain(tmp_path):
-    from tests.test_data_hmt import make_tiles
+    from tests.study.test_data_hmt import make_tiles
 
     make_tiles(tmp_path / "tiles", per_class=5, size=40)
     out = tmp_path / "out"

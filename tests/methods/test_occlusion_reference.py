@@ -11,7 +11,7 @@ import pytest
 
 import xai_jax as xj
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_occlusion.json"
 sys.path.insert(0, str(ROOT / "experiments"))
 import compare_occlusion_captum as cmp  # noqa: E402

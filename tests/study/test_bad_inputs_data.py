@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_data_hmt import make_tiles, zip_folder
+from tests.study.test_data_hmt import make_tiles, zip_folder
 from xai_jax.study.data.hmt import load_cached, load_folder, load_zip, stratified_split
 from xai_jax.study.data.mnist1d import load_mnist1d
 from xai_jax.study.models import load_keras_h5, mnist1d_cnn, vgg7
