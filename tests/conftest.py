@@ -1,6 +1,19 @@
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# One persistent JAX compilation cache per test run, shared by the xdist workers and by the
+# subprocesses that tests start (they inherit the environment): a program that one process
+# compiled is loaded by the others. Set here, before any test module imports jax; `make test`
+# sets the same variables itself. Every program is cached, however small or quick to compile.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="xai_jax-jax-cache-")
+    os.environ["XAI_JAX_OWN_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"]  # removed at the end
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SEED = SHARED / "seed"
@@ -27,3 +40,9 @@ def study_mnist1d(mnist1d):
 
     model = mnist1d_cnn("study")
     return model, load_keras_h5(need(SEED / "MNIST1D.h5"), model, (40, 1))
+
+
+def pytest_unconfigure(config):
+    own = os.environ.get("XAI_JAX_OWN_CACHE")
+    if own and not hasattr(config, "workerinput"):  # the controller, after every worker is done
+        shutil.rmtree(own, ignore_errors=True)

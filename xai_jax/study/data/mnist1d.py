@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "data"
+DEFAULT_CACHE = Path(__file__).resolve().parents[3] / "data"
 
 
 @dataclass(frozen=True)
