@@ -24,13 +24,13 @@ from pathlib import Path
 import jax
 
 import xai_jax as xj
-from xai_jax.study.cli import positive_int, seed
-from xai_jax.study.suite import SuiteEntry, explain_all, measure_all, method_suite, predictions
-from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d
 from xai_jax.metrics import completeness_errors
-from xai_jax.study.models import load_keras_h5, mnist1d_cnn, vgg7
 from xai_jax.plot import rank_figure
+from xai_jax.study.cli import positive_int, seed
+from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d
+from xai_jax.study.models import load_keras_h5, mnist1d_cnn, vgg7
 from xai_jax.study.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.suite import SuiteEntry, explain_all, measure_all, method_suite, predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -24,10 +24,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import xai_jax as xj  # noqa: E402
+from xai_jax.metrics import localisation_auroc  # noqa: E402
 from xai_jax.study.cli import positive_int  # noqa: E402
 from xai_jax.study.data.augment import random_circular_shift  # noqa: E402
 from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d  # noqa: E402
-from xai_jax.metrics import localisation_auroc  # noqa: E402
 from xai_jax.study.models import ViT1D, patch_grid  # noqa: E402
 from xai_jax.study.report import write_json  # noqa: E402
 from xai_jax.study.train import TrainConfig, evaluate, fit  # noqa: E402

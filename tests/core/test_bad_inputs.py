@@ -7,9 +7,11 @@ the bad input and returns a zero-argument callable; expected is (ExceptionType, 
 of the message]) or a checker(result, tmp_path) that asserts the defined result.
 """
 
+import contextlib
 import functools
-import subprocess
-import sys
+import importlib.util
+import io
+import types
 from pathlib import Path
 
 import jax
@@ -18,7 +20,6 @@ import numpy as np
 import pytest
 
 import xai_jax as xj
-from xai_jax.study.suite import predictions
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -31,6 +32,7 @@ from xai_jax.metrics import (
     relevance_mass,
 )
 from xai_jax.study.models import mnist1d_cnn
+from xai_jax.study.suite import predictions
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 4  # inputs per batch: small and fast
@@ -305,10 +307,25 @@ def check_legacy_key_same(result, tmp_path):
 
 
 def job(*flags):
+    """experiments/mnist1d_job.py's argument parsing, run in-process: a bad flag ends it with
+    argparse's exit code 2 and a message on stderr before any work starts."""
     def make(tmp_path):
-        cmd = [sys.executable, "experiments/mnist1d_job.py", "--data-dir", str(tmp_path / "data"),
-               "--out", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "ck"), *flags]
-        return lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        def run():
+            spec = importlib.util.spec_from_file_location("mnist1d_job", ROOT / "experiments" / "mnist1d_job.py")
+            script = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(script)
+            argv = ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                    "--ckpt-dir", str(tmp_path / "ck"), *flags]
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr):
+                try:
+                    script.parse_args(argv)
+                    code = 0
+                except SystemExit as e:
+                    code = e.code
+            return types.SimpleNamespace(returncode=code, stderr=stderr.getvalue())
+
+        return run
 
     return make
 

@@ -9,7 +9,6 @@ from scipy import ndimage
 import xai_jax as xj
 from xai_jax.attribution.blur_ig import blur_difference, blur_matrix
 
-
 W = jax.random.normal(jax.random.key(0), (12, 2, 3))
 
 

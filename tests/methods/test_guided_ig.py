@@ -7,7 +7,6 @@ import pytest
 
 import xai_jax as xj
 
-
 W = jax.random.normal(jax.random.key(0), (12, 2, 3))
 
 

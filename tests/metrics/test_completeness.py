@@ -5,7 +5,6 @@ import numpy as np
 
 from xai_jax.metrics import bootstrap_ci, completeness_errors
 
-
 XS = np.abs(np.random.default_rng(0).normal(size=(32, 10, 1))).astype(np.float32) + 0.5
 
 

@@ -7,7 +7,6 @@ import pytest
 
 from xai_jax.metrics import deletion_insertion, drop_increase, gaussian_blur, top_k_mask
 
-
 # class 0's evidence lives in positions 0..3 only; class 1 is a constant
 W = np.zeros((2, 10), np.float32)
 W[0, :4] = [1.0, 2.0, 1.5, 0.5]

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xai_jax.study.suite import DEFAULT_METHODS, IMAGE_ONLY, MORE_METHODS, explain_all, method_suite
 from xai_jax.study.models import mnist1d_cnn, vgg7
+from xai_jax.study.suite import DEFAULT_METHODS, IMAGE_ONLY, MORE_METHODS, explain_all, method_suite
 
 
 def test_default_and_all_sets():

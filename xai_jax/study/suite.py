@@ -82,7 +82,8 @@ IMAGE_ONLY = ("Blur IG", "XRAI")
 
 def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = False,
                  rise_masks: int | None = None, light: bool = False, image_size: int = 224,
-                 methods: str | Sequence[str] = "default", references: np.ndarray | None = None) -> dict[str, SuiteEntry]:
+                 methods: str | Sequence[str] = "default",
+                 references: np.ndarray | None = None) -> dict[str, SuiteEntry]:
     """The methods compared, with settings suited to 1-D signals (ndim=1) or images (ndim=2).
 
     methods: "default" (DEFAULT_METHODS: the study's methods and the classic ones), "all"
@@ -154,8 +155,9 @@ def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = Fals
         "Grad-CAM (element-wise)": lambda: SuiteEntry("Grad-CAM (element-wise)",
                                                   lambda p: grad_cam_element_wise(model, p), batch_size=cam_batch),
         "EigenCAM": lambda: SuiteEntry("EigenCAM", lambda p: eigen_cam(model, p), batch_size=cam_batch),
-        "AblationCAM": lambda: SuiteEntry("AblationCAM", lambda p: ablation_cam(model, p, chunk_size=16 if image else None),
-                                      batch_size=2 if image else 100),
+        "AblationCAM": lambda: SuiteEntry("AblationCAM",
+                                          lambda p: ablation_cam(model, p, chunk_size=16 if image else None),
+                                          batch_size=2 if image else 100),
         "Guided IG": lambda: SuiteEntry("Guided IG", lambda p: guided_ig(f(p), steps=50 if light else 200),
                                     reduce=_channel_sum, batch_size=2 if image else 100, signed=True),
         "Expected Gradients": lambda: SuiteEntry(
