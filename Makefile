@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo smoke test setup setup-tfds reproduce benchmark hmt clean
+.PHONY: demo smoke test fuzz memcheck peers setup setup-tfds reproduce benchmark hmt clean
 
 # dm-haiku goes in with --no-deps: its metadata pulls jax extras that would replace the pinned jax
 # (absl-py, its one other dependency, comes with requirements.txt)
@@ -31,13 +31,35 @@ smoke: $(STAMP)
 	$(PY) experiments/mnist1d_job.py --quick --out "$$tmp/results" --data-dir "$$tmp/data" \
 		--ckpt-dir "$$tmp/checkpoints" && echo "smoke: main job OK (quick form, empty cache)"
 
+# make test: both cores (xdist; a file whose module fixture is costly stays on one worker), one
+# persistent JAX compilation cache for the run (workers and the scripts that tests start share
+# every compiled program), removed afterwards. The marked checks have their own targets.
+FAST := not (fuzz or memcheck or peers or benchmark)
+PYTEST = cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+	JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 $(PY) -m pytest -q -n 2 --dist loadgroup
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	@$(PYTEST) -m "$(FAST)" tests
+
+# many hypothesis examples
+fuzz: $(STAMP)
+	@$(PYTEST) -m fuzz tests || [ $$? -eq 5 ]  # 5: none marked yet
+
+# full-size (224 px) inputs and memory bounds
+memcheck: $(STAMP)
+	@$(PYTEST) -m memcheck tests || [ $$? -eq 5 ]
+
+# the peer comparisons' quick runs (the peers themselves: pip install -e ".[peers]" in .venv-peers)
+peers: $(STAMP)
+	@$(PYTEST) -m peers tests
 
 reproduce: $(STAMP)
 	$(PY) experiments/reproduce_study.py
 
+# the speed scripts' quick runs, then the benchmark itself
 benchmark: $(STAMP)
+	@$(PYTEST) -m benchmark tests
 	$(PY) experiments/benchmark.py
 
 hmt: $(STAMP)

@@ -15,6 +15,9 @@ from flax import nnx
 
 import xai_jax as xj
 
+# its module-scoped fixture is built once: every test of the file runs in one xdist worker
+pytestmark = pytest.mark.xdist_group("frameworks")
+
 L, C_IN, C1, C2, K = 16, 2, 4, 6, 3
 
 

@@ -14,6 +14,9 @@ from xai_jax.attribution.grad_cam import ABLATION_OFFSET, layer_gradient, princi
 from xai_jax.attribution.layers import LayerModel
 from xai_jax.study.models.layers import ConvReLU
 
+# its module-scoped fixture is built once: every test of the file runs in one xdist worker
+pytestmark = pytest.mark.xdist_group("cam_family")
+
 
 class Flat1D(nn.Module):
     """ConvReLU -> ConvReLU ("conv_b") -> flatten -> Dense: the head after conv_b is linear."""

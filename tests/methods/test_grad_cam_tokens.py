@@ -8,6 +8,9 @@ import pytest
 import xai_jax as xj
 from xai_jax.study.models import ViT1D, patch_grid
 
+# its module-scoped fixture is built once: every test of the file runs in one xdist worker
+pytestmark = pytest.mark.xdist_group("grad_cam_tokens")
+
 
 @pytest.fixture(scope="module")
 def vit():

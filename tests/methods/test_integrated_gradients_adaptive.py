@@ -13,6 +13,9 @@ from tests.models_small import linear_f
 from xai_jax.attribution.integrated_gradients import AUTO_INITIAL
 from xai_jax.attribution.loop_convs import convs_as_matmuls, loop_friendly
 
+# its module-scoped fixture is built once: every test of the file runs in one xdist worker
+pytestmark = pytest.mark.xdist_group("adaptive_ig")
+
 
 class BiasedCNN(nn.Module):
     """A 1-D ReLU CNN whose random non-zero biases put many kinks on every IG path."""

@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# its module-scoped fixture is built once: every test of the file runs in one xdist worker
+pytestmark = pytest.mark.xdist_group("peer_reference")
+
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_metrics.json"
 FAMILIES = {"pixel_flipping", "region_perturbation_morf", "region_perturbation_lerf", "road", "mprt", "smooth_mprt",

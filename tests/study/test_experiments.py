@@ -1,5 +1,6 @@
 """The experiment scripts run end to end (small settings) and reproduce the study."""
 
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -44,13 +45,31 @@ def test_reproduce_study_within_tolerance(tmp_path):
 
 
 SCRIPTS = sorted(p.name for p in (ROOT / "experiments").glob("*.py"))
+# scripts that compare with the peer libraries or time things: their quick runs have their own
+# targets (make peers, make benchmark), not make test; every other script runs in make test
+MARKS = {"compare_grad_cam_peers.py": pytest.mark.peers, "compare_metrics_peers.py": pytest.mark.peers,
+         "compare_occlusion_captum.py": pytest.mark.peers, "compare_pair_saliency.py": pytest.mark.peers,
+         "benchmark.py": pytest.mark.benchmark, "profile_vgg_cpu.py": pytest.mark.benchmark,
+         "precision_study.py": pytest.mark.benchmark}
 NEEDS_SHARED = {"reproduce_study.py": SEED / "MNIST1D.h5", "hmt.py": SEED / "HMT.h5"}
+
+
+@functools.cache
+def _installed_here() -> bool:
+    """Whether the project's Python without PYTHONPATH imports this checkout's xai_jax (it does
+    after `make setup`; a second checkout beside another's editable install does not)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    found = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('xai_jax').origin)"],
+                           cwd=ROOT / "experiments", env=env, capture_output=True, text=True)
+    return found.returncode == 0 and Path(found.stdout.strip()).resolve().is_relative_to(ROOT)
 
 
 def run_script(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Runs experiments/<name> exactly as the Makefile does: a subprocess of the project's
     Python, cwd = repo root, the script's own folder first on sys.path, no PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if not _installed_here():  # then this checkout is what the scripts must run
+        env["PYTHONPATH"] = str(ROOT)
     return subprocess.run([sys.executable, f"experiments/{name}", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -82,7 +101,7 @@ def check_main_job(tmp_path):
     assert "## Findings" in report and "## Variants" in report and "ranks.png" in report
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, ())) for n in SCRIPTS])
 def test_every_script_runs_quick_from_an_empty_data_dir(name, tmp_path):
     """Each experiments/*.py takes --quick and --data-dir and runs end to end from nothing cached."""
     if name in NEEDS_SHARED:
