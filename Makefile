@@ -33,11 +33,14 @@ smoke: $(STAMP)
 
 # make test: both cores (xdist; a file whose module fixture is costly stays on one worker), one
 # persistent JAX compilation cache for the run (workers and the scripts that tests start share
-# every compiled program), removed afterwards. The marked checks have their own targets.
+# every compiled program), removed afterwards; XLA's slow optimisation passes off, since a test's
+# programs are small and run a few times, so compiling them is most of the suite's time. The
+# marked checks have their own targets.
 FAST := not (fuzz or memcheck or peers or benchmark)
 PYTEST = cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
 	JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
-	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 $(PY) -m pytest -q -n 2 --dist loadgroup
+	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 JAX_DISABLE_MOST_OPTIMIZATIONS=1 \
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test: $(STAMP)
 	@$(PYTEST) -m "$(FAST)" tests

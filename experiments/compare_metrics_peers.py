@@ -31,7 +31,7 @@ scores agree). Quantus's AUC helper (utils.calculate_auc) calls np.trapz, which 
 removed, so the peer AUCs here are np.trapezoid over Quantus's curves (the same rule).
 
 Writes results to --out (comparison.json, comparison.md) and, in the full run,
-experiments/peers/reference_metrics.json (committed; tests/test_peer_metrics_reference.py
+experiments/peers/reference_metrics.json (committed; tests/metrics/test_peer_reference.py
 checks our current values against its peer values without the peers installed).
 
 Peers (an optional extra; never needed by the tests), in their own venv:

@@ -46,7 +46,7 @@ def test_cubic_model_gauss_legendre_exact_riemann_not():
 def test_completeness_on_trained_cnn(mnist1d, study_mnist1d):
     model, params = study_mnist1d
     f = xj.model_fn(model, params)
-    xs, ts = mnist1d.x_test, mnist1d.y_test
+    xs, ts = mnist1d.x_test[:250], mnist1d.y_test[:250]  # the medians move < 0.003 from 1000 inputs
     gap = np.asarray(jax.vmap(lambda x, t: f(x)[t] - f(jnp.zeros_like(x))[t])(jnp.asarray(xs), jnp.asarray(ts)))
     errors = {}
     for steps in (8, 64, 256):
