@@ -45,11 +45,9 @@ def test_reproduce_study_within_tolerance(tmp_path):
 
 
 SCRIPTS = sorted(p.name for p in (ROOT / "experiments").glob("*.py"))
-# scripts that compare with the peer libraries or time things: their quick runs have their own
-# targets (make peers, make benchmark), not make test; every other script runs in make test
-MARKS = {"compare_grad_cam_peers.py": pytest.mark.peers, "compare_metrics_peers.py": pytest.mark.peers,
-         "compare_occlusion_captum.py": pytest.mark.peers, "compare_pair_saliency.py": pytest.mark.peers,
-         "benchmark.py": pytest.mark.benchmark, "profile_vgg_cpu.py": pytest.mark.benchmark,
+# the speed scripts' quick runs (about a minute each on 2 cores) belong to make benchmark, not
+# make test; every other script runs in make test
+MARKS = {"benchmark.py": pytest.mark.benchmark, "profile_vgg_cpu.py": pytest.mark.benchmark,
          "precision_study.py": pytest.mark.benchmark}
 NEEDS_SHARED = {"reproduce_study.py": SEED / "MNIST1D.h5", "hmt.py": SEED / "HMT.h5"}
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.peers  # make peers
 torch = pytest.importorskip("torch", reason="torch is an optional peer (install it in .venv-peers)")
 
 from experiments.peers import transplant  # noqa: E402
