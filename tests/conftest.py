@@ -46,3 +46,16 @@ def pytest_unconfigure(config):
     own = os.environ.get("XAI_JAX_OWN_CACHE")
     if own and not hasattr(config, "workerinput"):  # the controller, after every worker is done
         shutil.rmtree(own, ignore_errors=True)
+
+
+# the longest files first, so that neither xdist worker ends the run alone on one of them
+LONGEST_FIRST = ("study/test_experiments.py", "core/test_multiprocess.py", "metrics/test_peer_reference.py",
+                 "methods/test_integrated_gradients_adaptive.py", "core/test_distributed.py", "study/test_suite.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return next((i for i, tail in enumerate(LONGEST_FIRST) if path.endswith(tail)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file and among the others is kept
