@@ -4,12 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo smoke test setup setup-tfds reproduce benchmark hmt clean
+.PHONY: demo smoke test test-extra fuzz memcheck peers setup setup-tfds reproduce benchmark hmt clean
 
+# dm-haiku goes in with --no-deps: its metadata pulls jax extras that would replace the pinned jax
+# (absl-py, its one other dependency, comes with requirements.txt)
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps dm-haiku==0.0.17 jmp==0.0.4 tabulate==0.10.0
 	$(PY) -m pip install -q --no-deps -e . > /dev/null 2>&1 || $(PY) -m pip install --no-deps -e .
 	touch $(STAMP)
 
@@ -28,13 +31,42 @@ smoke: $(STAMP)
 	$(PY) experiments/mnist1d_job.py --quick --out "$$tmp/results" --data-dir "$$tmp/data" \
 		--ckpt-dir "$$tmp/checkpoints" && echo "smoke: main job OK (quick form, empty cache)"
 
+# make test: both cores (xdist; a file whose module fixture is costly stays on one worker), one
+# persistent JAX compilation cache for the run (workers and the scripts that tests start share
+# every compiled program), removed afterwards; XLA's slow optimisation passes off, since a test's
+# programs are small and run a few times, so compiling them is most of the suite's time. The
+# marked checks have their own targets.
+FAST := not (fuzz or memcheck or peers or benchmark)
+PYTEST = cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+	JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 JAX_DISABLE_MOST_OPTIMIZATIONS=1 \
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	@$(PYTEST) -m "$(FAST)" tests
+
+# many hypothesis examples
+fuzz: $(STAMP)
+	@$(PYTEST) -m fuzz tests || [ $$? -eq 5 ]  # 5: none marked yet
+
+# full-size (224 px) inputs and memory bounds
+memcheck: $(STAMP)
+	@$(PYTEST) -m memcheck tests || [ $$? -eq 5 ]
+
+# the peer comparisons' quick runs (the peers themselves: pip install -e ".[peers]" in .venv-peers)
+peers: $(STAMP)
+	@$(PYTEST) -m peers tests || [ $$? -eq 5 ]
+
+# every marked check (CI): fuzz, memcheck, peers and the speed scripts' quick runs
+test-extra: $(STAMP)
+	@$(PYTEST) -m "not ($(FAST))" tests || [ $$? -eq 5 ]
 
 reproduce: $(STAMP)
 	$(PY) experiments/reproduce_study.py
 
+# the speed scripts' quick runs, then the benchmark itself
 benchmark: $(STAMP)
+	@$(PYTEST) -m benchmark tests
 	$(PY) experiments/benchmark.py
 
 hmt: $(STAMP)

@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-# importing jax (here through xai_jax.cli) is fine before XLA_FLAGS is set below: XLA reads
+# importing jax (here through xai_jax.study.cli) is fine before XLA_FLAGS is set below: XLA reads
 # the flags when the backend starts, at the first computation
-from xai_jax.cli import positive_int
+from xai_jax.study.cli import positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,9 +69,9 @@ from xai_jax.adapters import LayerModel  # noqa: E402
 from xai_jax.attribution.feature_masks import sise  # noqa: E402
 from xai_jax.attribution.grad_cam import block_ends  # noqa: E402
 from xai_jax.attribution.perturbation import rise  # noqa: E402
-from xai_jax.data.mnist1d import load_mnist1d  # noqa: E402
-from xai_jax.models import mnist1d_cnn, vgg7  # noqa: E402
-from xai_jax.report import markdown_table, write_json  # noqa: E402
+from xai_jax.study.data.mnist1d import load_mnist1d  # noqa: E402
+from xai_jax.study.models import mnist1d_cnn, vgg7  # noqa: E402
+from xai_jax.study.report import markdown_table, write_json  # noqa: E402
 
 
 def timed(fn, *args, repeats: int = 3) -> tuple[float, float, int | None]:

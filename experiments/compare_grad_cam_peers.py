@@ -23,7 +23,7 @@ size. Both maps are compared after pytorch-grad-cam's per-image ReLU and min-max
 - AblationCAM: pytorch-grad-cam's rule (channel -> 0 when the layer's minimum is 0, else
   min - 1e7; weight (y - y_k) / y); ours follows it.
 Writes experiments/peers/reference_grad_cam.json (their maps) for
-tests/test_grad_cam_reference.py.
+tests/methods/test_grad_cam_reference.py.
 
     .venv-peers/bin/pip install --no-deps grad-cam==1.5.7 ttach==0.0.3   # the peers venv (compare_metrics_peers.py)
     .venv-peers/bin/python experiments/compare_grad_cam_peers.py
@@ -46,7 +46,7 @@ import numpy as np
 from peers import cli
 
 import xai_jax as xj
-from xai_jax.models import vgg7
+from xai_jax.study.models import vgg7
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_grad_cam.json"

@@ -17,7 +17,7 @@ flax model and Quantus the torch twin (captum Saliency through quantus.explain, 
 so the maps differ by float32 rounding and rank-based scores may differ slightly (stated
 tolerances). Every other metric gets identical maps on both sides.
 
-Model: xai_jax.models.mnist1d_cnn("study") with FIXED RANDOM parameters (flax init,
+Model: xai_jax.study.models.mnist1d_cnn("study") with FIXED RANDOM parameters (flax init,
 jax.random.key(0); not trained), targets = its predicted classes. Maps: saliency (logit
 gradient) and Integrated Gradients (32 trapezoid steps, zero baseline), from xai_jax.
 
@@ -31,7 +31,7 @@ scores agree). Quantus's AUC helper (utils.calculate_auc) calls np.trapz, which 
 removed, so the peer AUCs here are np.trapezoid over Quantus's curves (the same rule).
 
 Writes results to --out (comparison.json, comparison.md) and, in the full run,
-experiments/peers/reference_metrics.json (committed; tests/test_peer_metrics_reference.py
+experiments/peers/reference_metrics.json (committed; tests/metrics/test_peer_reference.py
 checks our current values against its peer values without the peers installed).
 
 Peers (an optional extra; never needed by the tests), in their own venv:
@@ -149,8 +149,8 @@ from peers import cli  # noqa: E402
 
 import xai_jax as xj  # noqa: E402
 from xai_jax import metrics as xm  # noqa: E402
-from xai_jax.data.mnist1d import load_mnist1d  # noqa: E402
-from xai_jax.models import mnist1d_cnn  # noqa: E402
+from xai_jax.study.data.mnist1d import load_mnist1d  # noqa: E402
+from xai_jax.study.models import mnist1d_cnn  # noqa: E402
 
 MAPS = ("saliency", "integrated_gradients")
 

@@ -4,7 +4,7 @@ both end each axis with a truncated window, so every position is explained.
 Same weights on both sides (experiments/peers/transplant.py): the study CNN on 1-D signals
 and a VGG on 20 x 20 images, random weights, baseline 0, the logit of the target. Maps are
 compared relative to the largest |attribution| of each case. The full run writes the Captum
-values to experiments/peers/reference_occlusion.json; tests/test_occlusion_reference.py
+values to experiments/peers/reference_occlusion.json; tests/methods/test_occlusion_reference.py
 checks ours against them without Captum installed.
 
     .venv-peers/bin/python experiments/compare_occlusion_captum.py      # see compare_metrics_peers.py
@@ -22,7 +22,7 @@ import numpy as np
 from peers import cli
 
 import xai_jax as xj
-from xai_jax.models import mnist1d_cnn, vgg7
+from xai_jax.study.models import mnist1d_cnn, vgg7
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_occlusion.json"

@@ -4,7 +4,7 @@ PAIR is framework-agnostic: its call_model_function here calls our JAX gradient 
 same model, so no transplant is needed. NumPy 2 removed np.quantile's `interpolation=`,
 which PAIR 0.2.1's Guided IG passes; a shim maps it to `method=` while PAIR runs.
 
-Cases (random weights, fixed seeds; tests/test_pair_reference.py rebuilds them):
+Cases (random weights, fixed seeds; tests/methods/test_pair_reference.py rebuilds them):
 - Guided IG on the study CNN, 1-D MNIST-1D-shaped inputs (3), 200 steps, fraction 0.25,
   max_dist 0.02, baseline 0: agreement relative to max |attribution|. PAIR runs in float64
   on float32 gradients; ours in float32.
@@ -38,7 +38,7 @@ import numpy as np
 from peers import cli
 
 import xai_jax as xj
-from xai_jax.models import mnist1d_cnn, vgg7
+from xai_jax.study.models import mnist1d_cnn, vgg7
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "experiments" / "peers" / "reference_pair.json"

@@ -14,5 +14,5 @@ python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.
 tmp=$(mktemp -d)
 ( time timeout 120 python3 experiments/mnist1d_job.py --quick --out "$tmp/out" --data-dir "$tmp/data" \
     --ckpt-dir "$tmp/ckpt" ) 2>&1 | grep -v -E "^(train|attribute):" | tail -8 | tee "$OUT/smoke.log"
-timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_bad_inputs.py tests/test_bad_inputs_train.py \
-    tests/test_bad_inputs_data.py tests/test_experiments.py 2>&1 | tail -25 | tee "$OUT/pytest.log"
+timeout 400 python3 -m pytest -q -p no:cacheprovider tests/core/test_bad_inputs.py tests/study/test_bad_inputs_train.py \
+    tests/study/test_bad_inputs_data.py tests/study/test_experiments.py 2>&1 | tail -25 | tee "$OUT/pytest.log"

@@ -12,8 +12,8 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > /dev/
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import jax; print('jax', jax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
-timeout 100 python3 -m pytest -q -x -p no:cacheprovider tests/test_precision.py tests/test_adaptive_ig.py \
-    tests/test_integrated_gradients.py tests/test_grad_cam.py tests/test_batching.py 2>&1 | tail -8 | tee "$OUT/tests.log"
+timeout 100 python3 -m pytest -q -x -p no:cacheprovider tests/core/test_precision.py tests/methods/test_integrated_gradients_adaptive.py \
+    tests/methods/test_integrated_gradients.py tests/methods/test_grad_cam.py tests/core/test_batching.py 2>&1 | tail -8 | tee "$OUT/tests.log"
 timeout 80 python3 experiments/precision_study.py --out "$OUT" --data-dir /tmp/data 2>&1 | grep -v Warn | tail -8
 timeout 150 python3 experiments/benchmark.py --skip-metrics --out "$OUT" --data-dir /tmp/data 2>&1 \
     | grep -v Warn | tail -40 | tee "$OUT/benchmark.log"

@@ -22,14 +22,14 @@ import jax
 import numpy as np
 
 import xai_jax as xj
-from xai_jax.cli import positive_int, seed
-from xai_jax.compare import explain_all, measure_all, method_suite, predictions
-from xai_jax.data.augment import histology_augment
-from xai_jax.data.hmt import CLASSES, load_cached, stratified_split
-from xai_jax.models import load_keras_h5, vgg7
 from xai_jax.plot import deletion_insertion_curves, images_grid, rank_figure
-from xai_jax.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
-from xai_jax.train import TrainConfig, evaluate, fit
+from xai_jax.study.cli import positive_int, seed
+from xai_jax.study.data.augment import histology_augment
+from xai_jax.study.data.hmt import CLASSES, load_cached, stratified_split
+from xai_jax.study.models import load_keras_h5, vgg7
+from xai_jax.study.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.suite import explain_all, measure_all, method_suite, predictions
+from xai_jax.study.train import TrainConfig, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -170,7 +170,7 @@ def main(argv=None) -> dict:
 
 
 def xj_how_to_get() -> str:
-    from xai_jax.data.hmt import HOW_TO_GET
+    from xai_jax.study.data.hmt import HOW_TO_GET
 
     return HOW_TO_GET
 

@@ -21,12 +21,7 @@ import jax
 import numpy as np
 
 import xai_jax as xj
-from xai_jax.cli import positive_int, seed
-from xai_jax.compare import explain_all, measure_all, method_suite, predictions, sanity_all
-from xai_jax.data.augment import random_circular_shift
-from xai_jax.data.mnist1d import DEFAULT_CACHE, load_mnist1d
 from xai_jax.metrics import completeness_errors
-from xai_jax.models import mnist1d_cnn
 from xai_jax.plot import (
     class_samples,
     deletion_insertion_curves,
@@ -35,8 +30,13 @@ from xai_jax.plot import (
     signals_grid,
     training_curves,
 )
-from xai_jax.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
-from xai_jax.train import TrainConfig, evaluate, fit
+from xai_jax.study.cli import positive_int, seed
+from xai_jax.study.data.augment import random_circular_shift
+from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d
+from xai_jax.study.models import mnist1d_cnn
+from xai_jax.study.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.suite import explain_all, measure_all, method_suite, predictions, sanity_all
+from xai_jax.study.train import TrainConfig, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TIE_DRAWS = 8  # keyed tie orders per tied input (library default 64): keeps the CPU job near 3 minutes

@@ -27,8 +27,8 @@ from benchmark import best_of  # noqa: E402  (experiments/ is on sys.path when r
 from mnist1d_job import trained_study_cnn  # noqa: E402
 
 import xai_jax as xj
-from xai_jax.models import vgg7
-from xai_jax.report import markdown_table
+from xai_jax.study.models import vgg7
+from xai_jax.study.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,7 @@ def child(size: int, images: int, mode: str, steps: int) -> dict:
 
     import xai_jax as xj
     from xai_jax.attribution.loop_convs import convs_as_matmuls
-    from xai_jax.models import vgg7
+    from xai_jax.study.models import vgg7
 
     model = vgg7("study")
     params = model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]

@@ -24,13 +24,13 @@ from pathlib import Path
 import jax
 
 import xai_jax as xj
-from xai_jax.cli import positive_int, seed
-from xai_jax.compare import Method, explain_all, measure_all, method_suite, predictions
-from xai_jax.data.mnist1d import DEFAULT_CACHE, load_mnist1d
 from xai_jax.metrics import completeness_errors
-from xai_jax.models import load_keras_h5, mnist1d_cnn, vgg7
 from xai_jax.plot import rank_figure
-from xai_jax.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.cli import positive_int, seed
+from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d
+from xai_jax.study.models import load_keras_h5, mnist1d_cnn, vgg7
+from xai_jax.study.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.suite import SuiteEntry, explain_all, measure_all, method_suite, predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -121,7 +121,7 @@ def reproduce_hmt(weights: Path, tiles: Path, out: Path, *, size: int = 224, n: 
                   ig_steps: int = 32, tie_draws: int = 16, cache_dir: Path | None = None, seed: int = 0):
     """The HMT row (k = 90%) on the shared tiles: the study's two methods, the corrected IG
     (ig_steps trapezoid steps of the logit) and Grad-CAM of the logit, both conventions."""
-    from xai_jax.data.hmt import load_cached
+    from xai_jax.study.data.hmt import load_cached
 
     data = load_cached(tiles, size=size, cache_dir=cache_dir)
     model = vgg7("study")
@@ -132,7 +132,7 @@ def reproduce_hmt(weights: Path, tiles: Path, out: Path, *, size: int = 224, n: 
     study = method_suite(model, params, ndim=2, study=True, image_size=size)
     suite = {"Study Grad-CAM (softmax)": study["Study Grad-CAM (softmax)"],
              "Study IG (faulty)": study["Study IG (faulty)"],
-             "Integrated Gradients": Method(
+             "Integrated Gradients": SuiteEntry(
                  "Integrated Gradients", lambda p: xj.integrated_gradients(xj.model_fn(model, p), steps=ig_steps,
                                                                            chunk_size=None),
                  reduce=lambda a: a.sum(-1), batch_size=2, signed=True),

@@ -1,4 +1,4 @@
-"""A transformer end to end: a small linen ViT (xai_jax.models.ViT1D) trained with `fit` on
+"""A transformer end to end: a small linen ViT (xai_jax.study.models.ViT1D) trained with `fit` on
 MNIST-1D patches, explained by CAMs on its token grid.
 
 The CAM layer is the last block's norm1, and `reshape=patch_grid` drops the class token,
@@ -24,13 +24,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import xai_jax as xj  # noqa: E402
-from xai_jax.cli import positive_int  # noqa: E402
-from xai_jax.data.augment import random_circular_shift  # noqa: E402
-from xai_jax.data.mnist1d import DEFAULT_CACHE, load_mnist1d  # noqa: E402
 from xai_jax.metrics import localisation_auroc  # noqa: E402
-from xai_jax.models import ViT1D, patch_grid  # noqa: E402
-from xai_jax.report import write_json  # noqa: E402
-from xai_jax.train import TrainConfig, evaluate, fit  # noqa: E402
+from xai_jax.study.cli import positive_int  # noqa: E402
+from xai_jax.study.data.augment import random_circular_shift  # noqa: E402
+from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d  # noqa: E402
+from xai_jax.study.models import ViT1D, patch_grid  # noqa: E402
+from xai_jax.study.report import write_json  # noqa: E402
+from xai_jax.study.train import TrainConfig, evaluate, fit  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.models.layers import ConvReLU
+from xai_jax.study.models.layers import ConvReLU
 
 
 def linear_f(num_classes=3, shape=(6, 2), seed=0):

@@ -7,7 +7,7 @@
 - Training: `fit(..., mesh=data_mesh())` jits the step with the batch constrained to be
   sharded along "data" and the parameters / optimiser state replicated; XLA inserts the
   gradient all-reduce. The batch size must be a multiple of the device count. (The step
-  lives in xai_jax.train.make_step; this module imports nothing from train.)
+  lives in xai_jax.study.train.make_step; this module imports nothing from train.)
 - Metrics: `sharded_vmap(fn, mesh)` turns a per-input function into a sharded batched one.
 
 On one CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=8` (set before importing

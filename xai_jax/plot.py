@@ -10,24 +10,41 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from scipy.stats import rankdata
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
-from scipy.stats import rankdata  # noqa: E402
+VIZ_EXTRA = 'pip install "xai_jax[viz]"'
+
+
+def _pyplot():
+    """matplotlib.pyplot, imported on first use so that the library runs without matplotlib.
+
+    Selects the non-interactive Agg backend unless pyplot was already imported by the caller
+    (figures are saved to files, never shown)."""
+    import sys
+
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError(f"xai_jax.plot needs matplotlib: {VIZ_EXTRA}") from e
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: str | os.PathLike | None):
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        _pyplot().close(fig)
     return fig
 
 
 def _norm(m: np.ndarray):
+    _pyplot()
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
     if (m < 0).any() and (m > 0).any():
         lim = np.abs(m).max()
         return TwoSlopeNorm(0.0, -lim, lim), "RdBu_r"
@@ -45,6 +62,8 @@ def signal_with_attribution(ax, signal: np.ndarray, attribution: np.ndarray, *,
     norm, cmap = _norm(attribution)
     pts = np.stack([t, signal], 1)
     segs = np.stack([pts[:-1], pts[1:]], 1)
+    from matplotlib.collections import LineCollection
+
     lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=2.5)
     lc.set_array((attribution[:-1] + attribution[1:]) / 2)
     ax.add_collection(lc)
@@ -68,6 +87,7 @@ def signal_with_attribution(ax, signal: np.ndarray, attribution: np.ndarray, *,
 def signals_grid(xs: np.ndarray, maps: Mapping[str, np.ndarray], *, supports: np.ndarray | None = None,
                  labels: Sequence[str] | None = None, path=None):
     """Rows: inputs; columns: methods side by side. xs (N, length[, 1]); maps name -> (N, length)."""
+    plt = _pyplot()
     names = list(maps)
     n = len(xs)
     fig, axes = plt.subplots(n, len(names), figsize=(2.1 * len(names), 1.2 * n + 0.4), squeeze=False)
@@ -97,6 +117,7 @@ def image_with_heatmap(ax, image: np.ndarray, heatmap: np.ndarray, *, alpha: flo
 def images_grid(xs: np.ndarray, maps: Mapping[str, np.ndarray], *, labels: Sequence[str] | None = None,
                 path=None):
     """Rows: images; first column the image, then one overlay per method."""
+    plt = _pyplot()
     names = list(maps)
     n = len(xs)
     fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.7 * (len(names) + 1), 1.8 * n), squeeze=False)
@@ -115,6 +136,7 @@ def images_grid(xs: np.ndarray, maps: Mapping[str, np.ndarray], *, labels: Seque
 
 
 def training_curves(histories: Mapping[str, dict], path=None):
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for name, h in histories.items():
         axes[0].plot(h["step"], h["loss"], label=name)
@@ -130,6 +152,7 @@ def training_curves(histories: Mapping[str, dict], path=None):
 
 def class_samples(xs: np.ndarray, ys: np.ndarray, *, supports: np.ndarray | None = None, per_class: int = 3,
                   class_names: Sequence[str] | None = None, path=None):
+    plt = _pyplot()
     classes = np.unique(ys)
     fig, axes = plt.subplots(per_class, len(classes), figsize=(1.6 * len(classes), 1.1 * per_class), squeeze=False)
     for j, c in enumerate(classes):
@@ -149,6 +172,7 @@ def class_samples(xs: np.ndarray, ys: np.ndarray, *, supports: np.ndarray | None
 
 
 def deletion_insertion_curves(curves: Mapping[str, dict], path=None):
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
     for name, c in curves.items():
         axes[0].plot(c["fractions"], c["deletion"], label=name)
@@ -164,6 +188,7 @@ def deletion_insertion_curves(curves: Mapping[str, dict], path=None):
 
 
 def sanity_curves(results: Mapping[str, Mapping[str, float]], path=None):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, r in results.items():
         ax.plot(list(r), list(r.values()), marker="o", label=name)
@@ -181,6 +206,7 @@ def rank_figure(summary: Mapping[str, Mapping[str, tuple[float, float, float]]],
     """Method x metric grid: colour = rank within the column (1 = best, by each metric's
     better direction), text = the mean. Variant columns (signed maps, 'any' supports, the
     study's convention) sit beside the ranking metrics; `note` is printed underneath."""
+    plt = _pyplot()
     methods = list(summary)
     cols = [m for m in metrics if any(m in summary[name] for name in methods)]
     values = np.full((len(methods), len(cols)), np.nan)

@@ -2,10 +2,10 @@
 compares xai_jax with a torch peer (Quantus, Captum, pytorch-grad-cam).
 
 Torch twins, built from a flax params dict, that compute the same logits:
-- `MNIST1DCNNTorch`: `xai_jax.models.mnist1d_cnn("study")` / `("wide")` (any MNIST1DCNN):
+- `MNIST1DCNNTorch`: `xai_jax.study.models.mnist1d_cnn("study")` / `("wide")` (any MNIST1DCNN):
   Conv1d + ReLU per Keras-named layer ("conv1d", "conv1d_1", ...; SAME padding), flatten in
   the flax (channels-last, row-major) order, Dense -> logits.
-- `VGGTorch`: `xai_jax.models.vgg7("study")` / `("vgg7")` (any VGG): blocks of 3x3 SAME
+- `VGGTorch`: `xai_jax.study.models.vgg7("study")` / `("vgg7")` (any VGG): blocks of 3x3 SAME
   Conv2d + ReLU ("conv2d", "conv2d_1", ...), 2x2 max pooling (stride 2, floor) after each
   block, global average pooling, Dense -> logits.
 `from_flax(model, params)` picks the twin of a flax module.
@@ -152,7 +152,7 @@ def _conv_names(params: Mapping, prefix: str) -> list[str]:
 
 
 class MNIST1DCNNTorch(nn.Module):
-    """Torch twin of xai_jax.models.MNIST1DCNN: x (N, C, L) or (N, C, 1, L) -> logits (N, classes).
+    """Torch twin of xai_jax.study.models.MNIST1DCNN: x (N, C, L) or (N, C, 1, L) -> logits (N, classes).
 
     convs: [(in, out, kernel)] per convolution ("conv1d", "conv1d_1", ...); length: L, the
     signal length the flattening head was built for; num_classes: outputs.
@@ -191,7 +191,7 @@ class MNIST1DCNNTorch(nn.Module):
 
 
 class VGGTorch(nn.Module):
-    """Torch twin of xai_jax.models.VGG: x (N, 3, H, W) -> logits (N, classes).
+    """Torch twin of xai_jax.study.models.VGG: x (N, 3, H, W) -> logits (N, classes).
 
     blocks: channels per convolution, per block (e.g. ((32, 32), (64, 64))); in_channels:
     the input's channels; num_classes: outputs.
@@ -231,7 +231,7 @@ class VGGTorch(nn.Module):
 
 def from_flax(model, params: Mapping) -> nn.Module:
     """The torch twin (eval mode) of a flax MNIST1DCNN or VGG with `params`."""
-    from xai_jax.models import MNIST1DCNN, VGG
+    from xai_jax.study.models import MNIST1DCNN, VGG
 
     if isinstance(model, MNIST1DCNN):
         return MNIST1DCNNTorch.from_flax(params)

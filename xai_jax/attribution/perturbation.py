@@ -70,7 +70,7 @@ def rise(
 
     n_masks: N; grid: cells per spatial axis. The defaults are the study's for images
     (8,000 masks, 7x7 cells, p = 0.5); for 40-sample MNIST-1D signals 2,000 masks with
-    grid 8 (5-sample cells) suffice (xai_jax.compare.method_suite). chunk_size: masks per vmapped
+    grid 8 (5-sample cells) suffice (xai_jax.study.suite.method_suite). chunk_size: masks per vmapped
     forward batch. fill: value where a mask is 0 (x * M + fill * (1 - M)). channel_axis: x's
     channel axis (-1; 0 for channels-first models such as Equinox's).
     """

@@ -1,6 +1,6 @@
 """Ground-truth localisation: compare a saliency map with a known support mask.
 
-On MNIST-1D the support is where the digit's template lies (xai_jax.data.mnist1d).
+On MNIST-1D the support is where the digit's template lies (xai_jax.study.data.mnist1d).
 - pointing game (Zhang et al. 2016): is the most salient position inside the support?
   Ties at the maximum count as a uniformly random pick among them (the expectation).
 - relevance mass (Arras et al. 2022): share of the positive relevance inside the support;
@@ -9,7 +9,7 @@ On MNIST-1D the support is where the digit's template lies (xai_jax.data.mnist1d
 - AUROC: the saliency as a score for "inside the support" (Mann-Whitney U, ties averaged).
 
 Signed maps (IG, Gradient x Input) carry negative evidence inside the support too; these
-metrics rank it below noise. Pass |map| for the magnitude view (xai_jax.compare reports both
+metrics rank it below noise. Pass |map| for the magnitude view (xai_jax.study.suite reports both
 and ranks signed methods by the absolute variant: a position's relevance is its magnitude,
 the sign its direction).
 """
