@@ -20,6 +20,7 @@ it imports xai_jax.distributed only when a mesh is given.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable
 
@@ -37,6 +38,11 @@ def program_cache(owner) -> dict:
     that they live exactly as long as it does. (A module-level weak dict keyed on the owner
     would never free it: each program's closure refers back to the owner.) An owner that takes
     no attributes gets a fresh dict: no caching, nothing kept."""
+    if inspect.ismethod(owner):  # a bound method shares its function's __dict__ with every instance:
+        try:                      # keep the programs on the instance it is bound to
+            return vars(owner.__self__).setdefault(f"_xai_jax_programs_{owner.__func__.__name__}", {})
+        except TypeError:
+            return {}
     try:
         return vars(owner).setdefault("_xai_jax_programs", {})
     except TypeError:  # no __dict__

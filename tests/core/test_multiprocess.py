@@ -39,9 +39,12 @@ def test_two_processes_give_the_one_process_results(tmp_path):
     assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
     a, b = np.load(single), np.load(multi)
     assert sorted(a.files) == sorted(b.files)
-    for name in ("ig", "ig_device", "grad_cam", "rise", "drop", "deletion"):  # per-input work: bit for bit
+    for name in ("ig", "ig_device", "grad_cam", "rise", "drop", "deletion"):  # per-input work
         assert a[name].shape == b[name].shape and a[name].shape[0] == 26, name
-        np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+        if name in ("grad_cam", "drop", "deletion"):  # bit for bit
+            np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+        else:  # gradients vmapped over 4 or 8 local devices' batches round apart in the last bit (seen: 1.5e-8)
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-7, err_msg=name)
     params = [k for k in a.files if k.startswith("param_")]
     assert params
     for name in params:  # the gradient all-reduce runs in another order across processes
