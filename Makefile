@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo smoke test test-extra fuzz memcheck peers setup setup-tfds reproduce benchmark hmt clean
+.PHONY: demo smoke test test-extra fuzz memcheck peers scripts setup setup-tfds reproduce benchmark hmt clean
 
 # dm-haiku goes in with --no-deps: its metadata pulls jax extras that would replace the pinned jax
 # (absl-py, its one other dependency, comes with requirements.txt)
@@ -36,7 +36,7 @@ smoke: $(STAMP)
 # every compiled program), removed afterwards; XLA's slow optimisation passes off, since a test's
 # programs are small and run a few times, so compiling them is most of the suite's time. The
 # marked checks have their own targets.
-FAST := not (fuzz or memcheck or peers or benchmark)
+FAST := not (fuzz or memcheck or peers or benchmark or scripts)
 PYTEST = cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
 	JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 JAX_DISABLE_MOST_OPTIMIZATIONS=1 \
@@ -57,7 +57,11 @@ memcheck: $(STAMP)
 peers: $(STAMP)
 	@$(PYTEST) -m peers tests || [ $$? -eq 5 ]
 
-# every marked check (CI): fuzz, memcheck, peers and the speed scripts' quick runs
+# the study's experiment scripts end to end (quick form, empty data dir)
+scripts: $(STAMP)
+	@$(PYTEST) -m scripts tests
+
+# every marked check (CI): fuzz, memcheck, peers, the study scripts and the speed scripts' quick runs
 test-extra: $(STAMP)
 	@$(PYTEST) -m "not ($(FAST))" tests || [ $$? -eq 5 ]
 

@@ -48,7 +48,12 @@ SCRIPTS = sorted(p.name for p in (ROOT / "experiments").glob("*.py"))
 # the speed scripts' quick runs (about a minute each on 2 cores) belong to make benchmark, not
 # make test; every other script runs in make test
 MARKS = {"benchmark.py": pytest.mark.benchmark, "profile_vgg_cpu.py": pytest.mark.benchmark,
-         "precision_study.py": pytest.mark.benchmark}
+         "precision_study.py": pytest.mark.benchmark,
+         # the study's end-to-end runs (40-65 s each on 2 cores): make scripts / make test-extra (CI);
+         # their code paths stay in make test through test_reproduce_study_within_tolerance, the
+         # synthetic-tile HMT run below and make smoke (CI) for the main job
+         "mnist1d_job.py": pytest.mark.scripts, "reproduce_study.py": pytest.mark.scripts,
+         "hmt.py": pytest.mark.scripts}
 NEEDS_SHARED = {"reproduce_study.py": SEED / "MNIST1D.h5", "hmt.py": SEED / "HMT.h5"}
 
 
