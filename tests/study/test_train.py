@@ -134,3 +134,18 @@ def test_fit_takes_the_model_output_size_and_predict_takes_lists():
     logits = predict_logits(model, state.params, x[:2].tolist())
     np.testing.assert_allclose(logits, predict_logits(model, state.params, x[:2]), rtol=1e-6)
     assert logits.shape == (2, 3)
+
+
+def test_fit_refuses_a_batchnorm_model_clearly():
+    import flax.linen as nn
+
+    from xai_jax.study.train import TrainConfig, create_state
+
+    class BN(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = nn.BatchNorm(use_running_average=not train)(nn.Conv(4, (3,))(x))
+            return nn.Dense(3)(x.mean(1))
+
+    with pytest.raises(ValueError, match=r"fit trains models whose only variables are params.*\['batch_stats'\]"):
+        create_state(BN(), (8, 1), TrainConfig())

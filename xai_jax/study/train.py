@@ -179,6 +179,22 @@ def _check_cfg(cfg: Any) -> TrainConfig:
     return cfg
 
 
+def _refuse_extra_collections(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """fit trains models whose only variables are params (the study's models). A model with
+    other collections (BatchNorm's batch_stats, ...) needs them updated in its training loop,
+    which fit does not do: refused with a clear error rather than trained wrong."""
+    try:
+        shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    except Exception:
+        return  # output_classes reports why the model cannot take such inputs
+    extra = sorted(c for c in shapes if c != "params")
+    if extra:
+        raise ValueError(
+            f"fit trains models whose only variables are params; {type(model).__name__} also has the collections "
+            f"{extra} (e.g. BatchNorm's batch_stats), which fit does not update. Train it with a loop of your own "
+            f"(model.apply(..., mutable={extra!r})), then explain it with xai_jax.Model(model, variables)")
+
+
 def create_state(
     model: nn.Module, input_shape: tuple[int, ...], cfg: TrainConfig
 ) -> TrainState:
@@ -187,6 +203,7 @@ def create_state(
     check_model(model)
     input_shape = check_input_shape(input_shape)
     _check_cfg(cfg)
+    _refuse_extra_collections(model, input_shape)
     output_classes(model, input_shape)  # a clear error if the model cannot take such inputs
     params = model.init(jax.random.key(cfg.seed), jnp.zeros((1, *input_shape), jnp.float32))
     return TrainState.create(apply_fn=model.apply, params=params["params"], tx=make_optimizer(cfg))
