@@ -4,7 +4,7 @@ Default (the embedded default): the study's VGG-7 weights (../shared/seed/HMT.h5
 100 real tiles of ../shared/data/hmt-sample, every method and metric (drop/increase at
 k = 90%), overlays per class and the metric table in results/hmt/.
 
-With the full data (see the README for how to get the zip):
+With the full data (see docs/study.md, "Data", for how to get the zip):
 
     python experiments/hmt.py --data data/hmt/Kather_texture_2016_image_tiles_5000.zip --train
 

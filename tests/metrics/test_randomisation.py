@@ -289,7 +289,7 @@ def test_random_logit_linear_saliency_by_hand_and_draws():
 def test_average_ranks_match_scipy_with_ties(size):
     from scipy.stats import rankdata
 
-    from xai_jax.metrics.randomisation import PAIRWISE_RANKS_UP_TO, average_ranks
+    from xai_jax.metrics.similarity import PAIRWISE_RANKS_UP_TO, average_ranks
 
     assert (size <= PAIRWISE_RANKS_UP_TO) == (size == 30)
     v = np.round(RNG.normal(size=size), 1).astype(np.float32)  # many exact ties

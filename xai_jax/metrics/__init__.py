@@ -21,11 +21,12 @@ from xai_jax.metrics import perturbation_curves as _curves
 from xai_jax.metrics import robustness as _robustness
 from xai_jax.metrics.faithfulness import complement_log_odds, gaussian_blur, rise_blur_kernel, top_k_mask
 from xai_jax.metrics.perturbation_curves import noisy_linear_imputation
-from xai_jax.metrics.randomisation import efficient_mprt, map_similarity, mprt, random_logit, smooth_mprt
+from xai_jax.metrics.randomisation import efficient_mprt, mprt, random_logit, smooth_mprt
 from xai_jax.metrics.result import MetricResult
 from xai_jax.metrics.robustness import gaussian_perturbation
 from xai_jax.metrics.sanity import cascading_randomisation, spearman_rows
 from xai_jax.metrics.signature import ground_truth, unified
+from xai_jax.metrics.similarity import map_similarity
 from xai_jax.metrics.stats import bootstrap_ci
 
 _ALL = ("batch_size", "precision", "channel_axis")

@@ -28,9 +28,9 @@ from xai_jax.checks import (
     precision_scope,
 )
 from xai_jax.metrics.layout import with_channel_axis
-from xai_jax.metrics.randomisation import pearson_row
 from xai_jax.metrics.robustness import cached_runner
 from xai_jax.metrics.shared import PREDICTED
+from xai_jax.metrics.similarity import pearson_row
 
 FILLS = ("black", "white", "mean")  # Quantus' per-input baselines: min, max, mean of x
 

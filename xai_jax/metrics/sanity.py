@@ -22,7 +22,7 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(v.reshape(len(v), -1)).all(1)
         if bad.any():
             raise ValueError(f"{name} contains NaN or inf values (rows {np.flatnonzero(bad)[:5].tolist()})")
-    from xai_jax.metrics.randomisation import map_similarity  # the one Spearman implementation
+    from xai_jax.metrics.similarity import map_similarity  # the one Spearman implementation
     return map_similarity(a, b, "spearman").astype(np.float64)
 
 
