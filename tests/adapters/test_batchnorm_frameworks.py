@@ -136,3 +136,22 @@ def test_the_users_model_is_never_changed(models):
     xj.metrics.mprt(m["linen"][0], B.inputs(2), xj.saliency(m["linen"][0]), [0, 1])
     np.testing.assert_array_equal(np.asarray(nnx_model.conv1.kernel[...]), kernel)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, variables), before)
+
+
+def test_haiku_without_state():
+    hk = pytest.importorskip("haiku")
+
+    def net(x):
+        x = jax.nn.relu(hk.Conv2D(4, 3, name="conv")(x))
+        return hk.Linear(3, name="head")(x.mean((1, 2)))
+
+    t = hk.transform(net)
+    xs = B.inputs(2)
+    params = t.init(jax.random.key(0), xs)
+    model = xj.Model(t, params)
+    want = np.asarray(t.apply(params, None, xs))
+    np.testing.assert_allclose(np.stack([np.asarray(model(x)) for x in xs]), want, atol=1e-6)
+    assert [n for n, *_ in xj.list_layers(model, x=xs[0])] == ["conv", "head"]
+    assert xj.grad_cam(model, layer="conv")(xs[0], 1).shape == (B.H, B.W)
+    r = xj.metrics.mprt(model, xs, xj.saliency(model), [0, 1])
+    assert r["layers"] == ["head", "conv"]
