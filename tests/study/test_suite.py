@@ -42,3 +42,21 @@ def test_every_new_method_explains_through_the_suite(ndim):
         assert m.shape == (n, *shape[:-1]), name
         assert np.isfinite(m).all() and np.abs(m).max() > 0, name
         assert ms[name] > 0
+
+
+def test_the_suite_takes_any_adapted_model():
+    """A BatchNorm CNN held by NNX: the suite's methods explain it and the sanity check randomises it."""
+    import jax
+
+    from tests.adapters import bn_models as B
+    from xai_jax import Model
+    from xai_jax.study.suite import explain_all, method_suite, sanity_all
+
+    _, variables = B.linen_model()
+    model = Model(B.nnx_model(variables))
+    xs, ts = B.inputs(3), np.array([0, 1, 2])
+    suite = method_suite(model, ndim=2, methods=["Grad-CAM", "Saliency"], image_size=8)
+    maps, _ = explain_all(suite, None, xs, ts, key=jax.random.key(0))
+    assert maps["Grad-CAM"].shape == (3, 8, 8) and maps["Saliency"].shape == (3, 8, 8)
+    sanity = sanity_all(suite, model, None, xs, ts, key=jax.random.key(1))
+    assert list(sanity["Saliency"]) == ["original", "head", "conv2", "bn", "conv1"]

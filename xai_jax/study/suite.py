@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,11 +79,15 @@ MORE_METHODS = ("HiResCAM", "XGrad-CAM", "LayerCAM", "Grad-CAM (element-wise)", 
 IMAGE_ONLY = ("Blur IG", "XRAI")
 
 
-def method_suite(model: nn.Module, params: Any, *, ndim: int, study: bool = False,
+def method_suite(model: Any, params: Any = None, *, ndim: int, study: bool = False,
                  rise_masks: int | None = None, light: bool = False, image_size: int = 224,
                  methods: str | Sequence[str] = "default",
                  references: np.ndarray | None = None) -> dict[str, SuiteEntry]:
     """The methods compared, with settings suited to 1-D signals (ndim=1) or images (ndim=2).
+
+    model: a flax.linen module (each entry is then built per parameter set, entry.build(params))
+    or any model the adapters take (xai_jax.Model for linen with batch_stats, NNX, Equinox with
+    State, Haiku): then pass params=None to explain_all and sanity_all.
 
     methods: "default" (DEFAULT_METHODS: the study's methods and the classic ones), "all"
     (adds MORE_METHODS: the rest of the CAM family, Guided IG, Expected Gradients and, for
@@ -273,17 +276,22 @@ def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.
             "shares": shares, "signed": sorted(signed & set(maps))}
 
 
-def sanity_all(suite: dict[str, SuiteEntry], model: nn.Module, params: Any, xs: np.ndarray, targets: np.ndarray,
+def sanity_all(suite: dict[str, SuiteEntry], model: Any, params: Any, xs: np.ndarray, targets: np.ndarray,
                *, key: jax.Array) -> dict[str, dict[str, float]]:
     """Cascading model randomisation (Adebayo et al. 2018) for every method of the suite
-    (host methods, i.e. XRAI, are left out: the check runs each method under jit/vmap)."""
+    (host methods, i.e. XRAI, are left out: the check runs each method under jit/vmap).
+    params=None: model is any adapted model (xai_jax.Model, NNX, Equinox), whose methods are
+    rebound to each randomised copy."""
     out = {}
     for name, m in suite.items():
         if m.host:
             continue
-        out[name] = cascading_randomisation(
-            m.build, model, params, xs, targets, key=key, method_key=key if m.keyed else None,
-            batch_size=min(m.batch_size, len(xs)), reduce=m.reduce)
+        common = dict(key=key, method_key=key if m.keyed else None, batch_size=min(m.batch_size, len(xs)),
+                      reduce=m.reduce)
+        if params is None:
+            out[name] = cascading_randomisation(model, xs, m.build(None), targets, **common)
+        else:
+            out[name] = cascading_randomisation(m.build, model, params, xs, targets, **common)
     return out
 
 
