@@ -31,26 +31,46 @@ from xai_jax.metrics.stats import bootstrap_ci
 
 _ALL = ("batch_size", "precision", "channel_axis")
 
+
+def _curve_points(o, size):
+    import math
+    return 2 * (math.ceil(size / o.get("step", 1)) + 1)
+
+
+def _regions(o, size):
+    import math
+    return (o.get("regions_evaluation") or math.ceil(size / o.get("patch_size", 8))) + 1
+
+
+def _sensitivity(o, size):  # perturbed copies x a gradient's cost (~3 forwards)
+    return o.get("n_perturb_samples", 10) * 3
+
+
 drop_increase = unified(_faithfulness.drop_increase, name="drop_increase", scores=lambda v: {
     "drop": v["drop"], "increase": v["increase"]}, higher_is_better={"drop": False, "increase": True},
-    keyed=True, accepts=(*_ALL, "mesh"))
+    keyed=True, accepts=(*_ALL, "mesh"), evaluations=lambda o, size: 2)
 deletion_insertion = unified(_faithfulness.deletion_insertion, name="deletion_insertion", scores=lambda v: {
     "deletion_auc": v["deletion_auc"], "insertion_auc": v["insertion_auc"]},
-    higher_is_better={"deletion_auc": False, "insertion_auc": True}, keyed=True, accepts=(*_ALL, "mesh"))
+    higher_is_better={"deletion_auc": False, "insertion_auc": True}, keyed=True, accepts=(*_ALL, "mesh"),
+    evaluations=_curve_points)
 pixel_flipping = unified(_curves.pixel_flipping, name="pixel_flipping", scores="auc", higher_is_better=False,
-                         keyed=True, accepts=_ALL)
+                         keyed=True, accepts=_ALL,
+                         evaluations=lambda o, size: -(-size // o.get("features_in_step", 1)) + 1)
 region_perturbation = unified(
     _curves.region_perturbation, name="region_perturbation", scores="aopc",
     # AOPC: the mean drop; MoRF: a faithful map drops the score fast (higher), LeRF: slowly (lower)
-    higher_is_better=lambda o: o.get("order", "morf") == "morf", keyed=True, accepts=_ALL)
+    higher_is_better=lambda o: o.get("order", "morf") == "morf", keyed=True, accepts=_ALL, evaluations=_regions)
 road = unified(_curves.road, name="road", scores=lambda v: v["curves"].mean(1),
-               higher_is_better=lambda o: o.get("order", "morf") != "morf", keyed=True, accepts=_ALL)
+               higher_is_better=lambda o: o.get("order", "morf") != "morf", keyed=True, accepts=_ALL,
+               evaluations=lambda o, size: len(o.get("percentages", range(50))) + 1)
 faithfulness_correlation = unified(_fc.faithfulness_correlation, name="faithfulness_correlation",
                                    scores="correlation", higher_is_better=True, keyed=True,
-                                   accepts=("batch_size", "precision", "channel_axis"))
+                                   accepts=("batch_size", "precision", "channel_axis"),
+                                   evaluations=lambda o, size: o.get("n_runs", 100) + 1)
 infidelity = unified(_robustness.infidelity, name="infidelity", scores="infidelity", higher_is_better=False,
                      keyed=True, spatial=False, explanation_arg="attributions", accepts=_ALL,
-                     renames={"normalise": "normalize"})
+                     renames={"normalise": "normalize"},
+                     evaluations=lambda o, size: o.get("n_perturb_samples", 10) + 1)
 
 
 def _max_sensitivity_impl(f, xs, method, targets=None, **kwargs):
@@ -67,7 +87,7 @@ def _completeness_impl(f, xs, method, targets=None, **kwargs):
 
 max_sensitivity = unified(_max_sensitivity_impl, name="max_sensitivity", scores="sensitivity",
                           higher_is_better=False, explanation="method", keyed=True,
-                          accepts=("batch_size", "precision"), explanation_arg="method")
+                          accepts=("batch_size", "precision"), explanation_arg="method", evaluations=_sensitivity)
 max_sensitivity.__doc__ = _robustness.max_sensitivity.__doc__
 completeness = unified(_completeness_impl, name="completeness", scores=lambda v: abs(v["delta"]),
                        higher_is_better=False, explanation="method", accepts=("batch_size",))

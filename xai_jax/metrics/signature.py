@@ -17,7 +17,9 @@ Every model-evaluating metric is
   (ties: the lowest index), resolved once here and passed on (perturbed or noisy copies and
   randomised models receive the resolved class).
 - key: None means jax.random.key(0) for every keyed metric (results are reproducible by
-  default); batch_size: None means each metric's own default; precision governs the
+  default); batch_size: inputs per compiled call, None for as many as fit the memory budget
+  (`auto_batch_size`: XLA's memory analysis of the model's forward pass, divided by the model
+  evaluations one input costs the metric, which each metric states); precision governs the
   metric's own model calls (a Method's maps follow the Method's precision); channel_axis:
   None means the adapter's layout (-1; 0 for Equinox); mesh: accepted everywhere, a no-op
   where a metric does no sharded model work.
@@ -34,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from xai_jax.checks import check_int
+from xai_jax.checks import check_int, precision_scope
 from xai_jax.method import Method
 from xai_jax.metrics.result import MetricResult
 
@@ -65,6 +67,26 @@ def predicted_targets(f: Callable, xs, batch_size: int = 256) -> np.ndarray:
     return out.astype(np.int32)
 
 
+def forward_capacity(f: Callable, x_shape: tuple[int, ...], dtype=np.float32) -> int | None:
+    """Model evaluations per call that fit the memory budget (xai_jax.batching.inputs_per_call
+    of jit(vmap(f))), probed once per model and input shape; None without XLA figures."""
+    from xai_jax.batching import inputs_per_call, program_cache
+    cache = program_cache(f)
+    tag = ("forward_capacity", tuple(x_shape), str(np.dtype(dtype)))
+    if tag not in cache:
+        cache[tag] = inputs_per_call(jax.jit(jax.vmap(f)), (jax.ShapeDtypeStruct(tuple(x_shape), dtype),))
+    return cache[tag]
+
+
+def auto_batch_size(f: Callable, x_shape: tuple[int, ...], evaluations: int, n: int) -> int | None:
+    """Inputs per call when each input costs `evaluations` model evaluations: the forward
+    capacity / evaluations, at least 1 and at most n; None when XLA gives no figures."""
+    capacity = forward_capacity(f, x_shape)
+    if capacity is None:
+        return None
+    return int(min(max(1, capacity // max(1, int(evaluations))), max(1, n)))
+
+
 def spatial_maps(maps: np.ndarray, xs_shape: tuple[int, ...], channel_axis: int) -> np.ndarray:
     """Maps shaped like the inputs (N, *x.shape) summed over the channel axis -> (N, *spatial);
     maps already of the spatial shape are returned as they are."""
@@ -85,14 +107,16 @@ def _maps_of(method: Method, xs, targets, key, channel_axis: int, who: str) -> n
 def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any],
             higher_is_better: bool | Callable[[dict], Any], explanation: str = "maps",
             explanation_arg: str = "saliency", spatial: bool = True, keyed: bool = False,
-            accepts: tuple[str, ...] = (), renames: Mapping[str, str] | None = None) -> Callable:
+            accepts: tuple[str, ...] = (), renames: Mapping[str, str] | None = None,
+            evaluations: Callable[[dict, int], int] | None = None) -> Callable:
     """The public metric(model, xs, explanation, targets=None, *, ...) over impl(f, xs, maps, ...).
 
     explanation: "maps" (impl takes maps; a Method is run first), "method" (impl takes the
     Method itself, e.g. max-sensitivity). spatial: maps are reduced to the spatial shape.
     keyed: impl takes key= (None -> jax.random.key(0)). accepts: which of batch_size,
     precision, channel_axis, mesh impl takes itself. renames: option aliases -> impl names
-    (e.g. normalise -> normalize)."""
+    (e.g. normalise -> normalize). evaluations(options, spatial size): the model evaluations
+    one input costs the metric, for batch_size=None (see auto_batch_size)."""
     renames = dict(renames or {})
 
     @functools.wraps(impl)
@@ -134,6 +158,11 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
         kwargs = dict(options)
         if keyed:
             kwargs["key"] = key
+        if (batch_size is None and evaluations is not None and "batch_size" in accepts and f is not None
+                and np.ndim(xs_arr) >= 2 and np.shape(xs_arr)[0] > 0):
+            x_shape = tuple(np.shape(xs_arr)[1:])
+            spatial_size = int(np.prod(x_shape)) // max(1, x_shape[axis])
+            batch_size = auto_batch_size(f, x_shape, evaluations(options, spatial_size), np.shape(xs_arr)[0])
         if batch_size is not None and "batch_size" in accepts:
             kwargs["batch_size"] = batch_size
         if "precision" in accepts:
@@ -143,12 +172,15 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
                 kwargs["channel_axis"] = axis
         if mesh is not None and "mesh" in accepts:
             kwargs["mesh"] = mesh
-        values = impl(f, xs, explanation_value, targets=targets, **kwargs)
+        with precision_scope(precision):  # the metric's own model calls (a Method's maps: its own precision)
+            values = impl(f, xs, explanation_value, targets=targets, **kwargs)
         per_input = scores(values) if callable(scores) else values[scores]
         settings = {**options, "channel_axis": axis}
         better = higher_is_better(settings) if callable(higher_is_better) else higher_is_better
         values = dict(values)
         values.setdefault("targets", None if targets is None else np.asarray(targets))
+        if kwargs.get("batch_size") is not None:
+            values.setdefault("batch_size", kwargs["batch_size"])
         return MetricResult(name, values, per_input, better)
 
     metric.__signature_doc__ = (f"{name}(model, xs, explanation, targets=None, *, key=None, batch_size=None, "
