@@ -43,6 +43,19 @@ def main() -> None:
         assert np.allclose(a, 2.0), (name, a)  # dF_2/dx = 2 everywhere; x = 1 and IG is exact here
     sg = np.asarray(xai_jax.smoothgrad(xai_jax.saliency(g), n_samples=4)(x, 1, jax.random.key(0)))
     assert np.allclose(sg, 1.0), sg
+    # the metrics and the Method contract on a plain function
+    xs = np.asarray(jax.random.normal(jax.random.key(1), (4, 5, 2)), np.float32)
+    r = xai_jax.metrics.deletion_insertion(g, xs, xai_jax.saliency(g), np.array([1, 2, 1, 2]))
+    assert r.scores["deletion_auc"].shape == (4,), r
+    # an optional extra that is missing: a clear message naming it
+    for call, extra in ((lambda: xai_jax.felzenszwalb_segments(np.zeros((8, 8, 3))), "xai_jax[xrai]"),
+                        (lambda: __import__("xai_jax.plot", fromlist=["images_grid"]).images_grid(xs, xs), "xai_jax[viz]")):
+        try:
+            call()
+        except ImportError as e:
+            assert extra in str(e), str(e)
+        else:
+            raise AssertionError(f"expected an ImportError naming {extra}")
     loaded = sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED))
     assert not loaded, loaded
     print("install check OK")

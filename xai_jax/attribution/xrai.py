@@ -38,9 +38,13 @@ MASK_BUCKET = 128  # the greedy loop is compiled per multiple of this many regio
 
 def felzenszwalb_segments(image, *, resize: bool = True, dilation_radius: int = 5) -> np.ndarray:
     """(M, H, W) bool region masks of an (H, W, C) image, channels last (module docstring, step 2)."""
-    from skimage import segmentation
-    from skimage.morphology import dilation, disk
-    from skimage.transform import resize as sk_resize
+    try:
+        from skimage import segmentation
+        from skimage.morphology import dilation, disk
+        from skimage.transform import resize as sk_resize
+    except ImportError as e:
+        raise ImportError('XRAI\'s Felzenszwalb regions need scikit-image: pip install "xai_jax[xrai]" (or pass '
+                          'segments= your own masks)') from e
 
     im = np.asarray(check_array(image, "image"), np.float64)
     if im.ndim != 3 or im.shape[-1] > 4 or min(im.shape[:2]) < 2:
