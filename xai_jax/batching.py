@@ -273,6 +273,11 @@ def _check_target_meta(targets, n: int):
         raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
     if tuple(targets.shape) != (n,):
         raise ValueError(f"targets must have shape ({n},) to match the inputs, got {tuple(targets.shape)}")
+    if isinstance(targets, np.ndarray) and targets.size and (targets.max() > np.iinfo(np.int32).max
+                                                            or targets.min() < np.iinfo(np.int32).min):
+        # int32 would wrap 2**32 + 3 to 3 and explain another class
+        raise ValueError(f"targets must be class indices, got {int(targets.max())} (beyond int32: no model has "
+                         f"that many classes)")
     return targets.astype(jnp.int32) if isinstance(targets, jax.Array) else targets.astype(np.int32)
 
 

@@ -93,3 +93,9 @@ def test_randomisation_metrics_refuse_plain_callables():
         xj.metrics.mprt(f, XS, fn)
     with pytest.raises(TypeError, match="no weights that xai_jax can randomise"):
         xj.metrics.mprt(f, XS, xj.saliency(f))
+
+
+def test_targets_beyond_int32_are_an_error_not_a_wrapped_class():
+    f = linear()
+    with pytest.raises(ValueError, match="beyond int32"):
+        xj.attribute(xj.saliency(f), XS[:1], np.array([2**32 + 1], np.int64))

@@ -142,7 +142,8 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
         xs_arr = xs if hasattr(xs, "shape") else np.asarray(xs)
         if targets is None and f is not None and np.ndim(xs_arr) >= 2 and np.shape(xs_arr)[0] > 0 and np.isfinite(
                 np.asarray(xs_arr)).all():
-            targets = predicted_targets(f, xs_arr)
+            with precision_scope(precision):  # a model call of the metric's own
+                targets = predicted_targets(f, xs_arr)
         if explanation == "maps":
             if isinstance(explanation_value, Method) or (callable(explanation_value)
                                                          and not hasattr(explanation_value, "shape")):
@@ -159,10 +160,12 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
         if keyed:
             kwargs["key"] = key
         if (batch_size is None and evaluations is not None and "batch_size" in accepts and f is not None
-                and np.ndim(xs_arr) >= 2 and np.shape(xs_arr)[0] > 0):
+                and mesh is None and np.ndim(xs_arr) >= 2 and np.shape(xs_arr)[0] > 0):
+            # (with a mesh every process must make the same calls: the metric's own default there)
             x_shape = tuple(np.shape(xs_arr)[1:])
             spatial_size = int(np.prod(x_shape)) // max(1, x_shape[axis])
-            batch_size = auto_batch_size(f, x_shape, evaluations(options, spatial_size), np.shape(xs_arr)[0])
+            with precision_scope(precision):
+                batch_size = auto_batch_size(f, x_shape, evaluations(options, spatial_size), np.shape(xs_arr)[0])
         if batch_size is not None and "batch_size" in accepts:
             kwargs["batch_size"] = batch_size
         if "precision" in accepts:
