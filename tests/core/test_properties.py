@@ -48,9 +48,13 @@ def test_shape_batch_size_and_order_invariance(name, data, seed):
     np.testing.assert_allclose(one_by_one, full, rtol=1e-5, atol=1e-6)
     perm = np.random.default_rng(seed).permutation(len(xs))
     np.testing.assert_allclose(xj.attribute(method, xs[perm], ts[perm]), full[perm], rtol=1e-5, atol=1e-6)
-    # targets=None: the predicted class, the same as passing it
+    # targets=None: the predicted class, the same as passing it (where the top two scores are apart: a
+    # near-tie may be resolved either way by programs compiled differently)
+    scores = np.sort(np.asarray(jax.vmap(F)(jnp.asarray(xs))), 1)
+    clear = scores[:, -1] - scores[:, -2] > 1e-3
     predicted = np.asarray(jax.vmap(F)(jnp.asarray(xs))).argmax(1)
-    np.testing.assert_allclose(xj.attribute(method, xs), xj.attribute(method, xs, predicted), rtol=1e-6)
+    np.testing.assert_allclose(xj.attribute(method, xs)[clear], xj.attribute(method, xs, predicted)[clear],
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

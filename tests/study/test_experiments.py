@@ -51,9 +51,9 @@ MARKS = {"benchmark.py": pytest.mark.benchmark, "profile_vgg_cpu.py": pytest.mar
          "precision_study.py": pytest.mark.benchmark,
          # the study's end-to-end runs (40-65 s each on 2 cores): make scripts / make test-extra (CI);
          # their code paths stay in make test through test_reproduce_study_within_tolerance, the
-         # synthetic-tile HMT run below and make smoke (CI) for the main job
+         # suite and data tests, and make smoke (CI) for the main job
          "mnist1d_job.py": pytest.mark.scripts, "reproduce_study.py": pytest.mark.scripts,
-         "hmt.py": pytest.mark.scripts}
+         "hmt.py": pytest.mark.scripts, "vit_mnist1d.py": pytest.mark.scripts}
 NEEDS_SHARED = {"reproduce_study.py": SEED / "MNIST1D.h5", "hmt.py": SEED / "HMT.h5"}
 
 
@@ -125,6 +125,7 @@ def test_every_script_runs_quick_from_an_empty_data_dir(name, tmp_path):
         check_main_job(tmp_path)
 
 
+@pytest.mark.scripts  # hmt.py end to end (~50 s): make scripts / make test-extra (CI)
 def test_hmt_train_on_synthetic_tiles_and_explain(tmp_path):
     from tests.study.test_data_hmt import make_tiles
 
