@@ -608,6 +608,17 @@ CASES = [
                  (TypeError, ["xs", "equally shaped"]), id="attribute-ragged"),
     pytest.param(lambda p: lambda: xj.quadrature("trapezoid", [4]), (TypeError, ["steps", "list"]),
                  id="quadrature-steps-list"),
+    # units and ranges a user can confuse: a clear error, never a silent result
+    pytest.param(lambda p: lambda: xj.metrics.road(f(), XS, maps(), targets=np.zeros(N, int), percentages=[0.1, 0.5]),
+                 (ValueError, ["percentages are in percent", "Multiply by 100"]), id="road-fractions"),
+    pytest.param(lambda p: lambda: xj.occlusion(f(), window=2, stride=5)(X0, 0),
+                 (ValueError, ["stride (5,) is larger than window (2,)", "allow_gaps=True"]), id="occlusion-gaps"),
+    pytest.param(lambda p: lambda: xj.metrics.drop_increase(f(), XS, maps(), np.zeros(N, int), score="logit"),
+                 (ValueError, ["score='logit' applies to convention='study' only"]), id="drop-score-precise"),
+    pytest.param(lambda p: lambda: xj.metrics.sparseness(np.ones((40, 1))),
+                 (ValueError, ["holds 1 value", "maps[None]"]), id="sparseness-unbatched"),
+    pytest.param(lambda p: lambda: xj.occlusion(f(), window=2, stride=5, allow_gaps="yes"),
+                 (TypeError, ["allow_gaps must be True or False"]), id="occlusion-allow-gaps-type"),
 ]
 
 

@@ -114,6 +114,7 @@ def occlusion(
     chunk_size: int | None = None,
     channel_axis: int = -1,
     precision: str | None = None,
+    allow_gaps: bool = False,
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns occ(x, target) -> map with x's spatial shape: mean score drop of the windows
     covering each position (Zeiler & Fergus 2014).
@@ -122,8 +123,9 @@ def occlusion(
     to window). baseline: the finite value a window is replaced by. Windows start at 0,
     stride, 2 stride, ... along each axis, ceil((size - window) / stride) + 1 of them, the last
     one truncated at the input's edge when the stride does not divide size - window: every
-    position is covered, as in Captum's `Occlusion`. channel_axis: x's channel axis (-1; 0
-    for channels-first models).
+    position is covered, as in Captum's `Occlusion`. A stride larger than the window would
+    leave positions no window covers (their map 0): a ValueError, unless allow_gaps=True.
+    channel_axis: x's channel axis (-1; 0 for channels-first models).
     """
     f = as_model_function(f)
     s = score_transform(score)
@@ -147,6 +149,8 @@ def occlusion(
         return v
 
     channel_axis = check_int(channel_axis, "channel_axis")
+    if not isinstance(allow_gaps, bool):
+        raise TypeError(f"allow_gaps must be True or False, got {type(allow_gaps).__name__} {allow_gaps!r}")
 
     def occ(x, target):
         g, x = channels_last(f, x, channel_axis)
@@ -155,6 +159,9 @@ def occlusion(
         if any(w > d for w, d in zip(win, spatial)):
             raise ValueError(f"window {win} is larger than the input's spatial size {spatial}")
         st = per_axis(stride, "stride", len(spatial))
+        if not allow_gaps and any(t > w for t, w in zip(st, win)):
+            raise ValueError(f"stride {st} is larger than window {win}: positions between the windows would be "
+                             f"covered by none and read 0; use stride <= window, or allow_gaps=True")
         starts = np.array(list(itertools.product(*[np.arange(-(-(d - w) // t) + 1) * t
                                                    for d, w, t in zip(spatial, win, st)])))
         grids = np.meshgrid(*[np.arange(d) for d in spatial], indexing="ij")

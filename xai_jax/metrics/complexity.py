@@ -27,6 +27,9 @@ def _checked(saliency, who: str) -> np.ndarray:
         raise ValueError(f"saliency must be a batch of maps (N, *spatial), got shape {tuple(shape)}")
     if shape[0] == 0:
         raise ValueError(f"{who} needs at least one input; saliency has shape {tuple(shape)}")
+    if int(np.prod(shape[1:])) < 2:
+        raise ValueError(f"{who}: each map of saliency {tuple(shape)} holds {int(np.prod(shape[1:]))} value, which has "
+                         f"no {who}: is this one unbatched map? pass it as a batch of one, maps[None]")
     maps = check_finite_maps(saliency, tuple(shape), like="a batch of maps")
     return np.ascontiguousarray(np.abs(maps.reshape(len(maps), -1)))
 

@@ -188,6 +188,10 @@ def drop_increase(
     fill = check_float(fill, "fill")
     check_choice(convention, "convention", CONVENTIONS)
     s = score_transform(score)
+    if convention == "precise" and score != "softmax":
+        raise ValueError(f"score={score!r} applies to convention='study' only: the precise convention measures the "
+                         f"class probability (softmax) through the logits' complement log-odds; pass "
+                         f"convention='study' to compare float32 {score} scores")
     tie_draws = check_int(tie_draws, "tie_draws", 1)
     check_precision(precision)
     keys = _key_data(key, len(xs))

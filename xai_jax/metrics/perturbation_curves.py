@@ -545,6 +545,10 @@ def road(
         raise TypeError(f"percentages must be a non-empty sequence of numbers in [0, 100), got {percentages!r}")
     percentages = np.array([check_float(p, "percentages", low=0.0, high=100.0, high_open=True)
                             for p in percentages])
+    if percentages.max() < 1.0:
+        raise ValueError(f"percentages are in percent (0-100), e.g. (10, 50, 90); got {percentages.tolist()}, all "
+                         f"below 1, which remove int(n * p / 100) positions: nothing at these input sizes. "
+                         f"Fractions? Multiply by 100")
     counts = np.array([int(n * p / 100) for p in percentages])  # Quantus: int(a_size * p / 100)
     order = check_choice(order, "order", ORDERS)
     noise = check_float(noise, "noise", low=0.0)
