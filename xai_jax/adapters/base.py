@@ -140,3 +140,63 @@ def salted(key: jax.Array) -> jax.Array:
 
 
 RANDOMISE_SALT = 0x5EED_0F_5A  # any constant that a training script would not fold in
+
+
+def intercepted_entries(intercept: Callable, module_name: Callable, channels_of: Callable, call: Callable,
+                        x: jax.Array) -> tuple[list[Entry], list[str]]:
+    """The layers of a model whose framework intercepts module calls (linen's and Haiku's
+    `intercept_methods(interceptor)`, interceptor(next, args, kwargs, context)): (entries in
+    return order, module names in first-call order), for call(x) traced by the caller.
+    module_name(context) names the module (None: not a layer); channels_of(module) its output
+    channels or None. A module called several times is read at its first, outermost call."""
+    found: list[Entry] = []
+    started: list[str] = []
+    depth: dict[str, int] = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        key = module_name(context) if context.method_name == "__call__" else None
+        if key is None:
+            return next_fun(*args, **kwargs)
+        if key not in started:
+            started.append(key)
+        depth[key] = depth.get(key, 0) + 1
+        out = next_fun(*args, **kwargs)
+        depth[key] -= 1
+        if depth[key] == 0 and hasattr(out, "shape") and key not in [e.name for e in found]:
+            name = type(context.module).__name__
+            channels = channels_of(context.module)
+            found.append(Entry(key, name, tuple(out.shape[1:]), key, is_conv_class(name),
+                               channels if isinstance(channels, int) else None))
+        return out
+
+    with intercept(interceptor):
+        call(x)
+    return found, started
+
+
+def intercepted_run(intercept: Callable, module_name: Callable, call: Callable, x: jax.Array, handles,
+                    deltas=None):
+    """(call(x[None])[0], [the per-input outputs of the layers `handles`]) with `deltas` (per
+    input) added to those outputs when given; the framework intercepts module calls as in
+    intercepted_entries."""
+    captured: dict[str, jax.Array] = {}
+    depth: dict[str, int] = {}
+    index = {name: i for i, name in enumerate(handles)}
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        key = module_name(context)
+        depth[key] = depth.get(key, 0) + 1
+        out = next_fun(*args, **kwargs)
+        depth[key] -= 1
+        # only the outermost call of the module, and only its first use
+        if depth[key] == 0 and key in index and key not in captured:
+            captured[key] = out[0]
+            if deltas is not None:
+                out = out + deltas[index[key]][None]
+        return out
+
+    with intercept(interceptor):
+        logits = call(x[None])[0]
+    return logits, [captured[name] for name in handles]

@@ -21,8 +21,12 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from xai_jax.adapters.base import Entry, find_named, inference_kwargs, is_conv_class
+from xai_jax.adapters.base import Entry, find_named, inference_kwargs, intercepted_entries, intercepted_run
 from xai_jax.checks import error_summary
+
+
+def _module_name(context) -> str:
+    return context.module.module_name
 
 
 def is_transformed(obj: Any) -> bool:
@@ -61,36 +65,19 @@ class HaikuAdapter:
         return None
 
     def _trace(self, x_shape, dtype) -> tuple[list[Entry], list[str]]:
-        found: list[Entry] = []
-        started: list[str] = []
-        depth: dict[str, int] = {}
-
-        def interceptor(method, args, kwargs, context):
-            if context.method_name != "__call__":
-                return method(*args, **kwargs)
-            key = context.module.module_name
-            if key not in started:
-                started.append(key)
-            depth[key] = depth.get(key, 0) + 1
-            out = method(*args, **kwargs)
-            depth[key] -= 1
-            if depth[key] == 0 and hasattr(out, "shape") and key not in [e.name for e in found]:
-                name = type(context.module).__name__
-                channels = getattr(context.module, "output_channels", None)
-                found.append(Entry(key, name, tuple(out.shape[1:]), key, is_conv_class(name),
-                                   channels if isinstance(channels, int) else None))
-            return out
+        out: list = []
 
         def run(x):
-            with hk.intercept_methods(interceptor):
-                return self._apply(x[None])
+            out[:] = intercepted_entries(hk.intercept_methods, _module_name,
+                                         lambda m: getattr(m, "output_channels", None), self._apply, x[None])
+            return 0
 
         try:
             jax.eval_shape(run, jax.ShapeDtypeStruct(x_shape, dtype))
         except Exception as e:
             raise ValueError(f"the Haiku model cannot take x of shape {x_shape} (one unbatched input, applied as "
                              f"apply(params, state, None, x[None], **{self.call_kwargs})): {error_summary(e)}") from e
-        return found, started
+        return out[0], out[1]
 
     def entries(self, x_shape, dtype) -> list[Entry]:
         return self._trace(x_shape, dtype)[0]
@@ -111,26 +98,7 @@ class HaikuAdapter:
         return find_named(layer, entries, "the Haiku model")
 
     def run(self, x, handles: Sequence[str], deltas=None):
-        captured: dict[str, jax.Array] = {}
-        depth: dict[str, int] = {}
-        index = {name: i for i, name in enumerate(handles)}
-
-        def interceptor(method, args, kwargs, context):
-            if context.method_name != "__call__":
-                return method(*args, **kwargs)
-            key = context.module.module_name
-            depth[key] = depth.get(key, 0) + 1
-            out = method(*args, **kwargs)
-            depth[key] -= 1
-            if depth[key] == 0 and key in index and key not in captured:
-                captured[key] = out[0]
-                if deltas is not None:
-                    out = out + deltas[index[key]][None]
-            return out
-
-        with hk.intercept_methods(interceptor):
-            logits = self._apply(x[None])[0]
-        return logits, [captured[name] for name in handles]
+        return intercepted_run(hk.intercept_methods, _module_name, self._apply, x, handles, deltas)
 
     # ------------------------------------------------------------------ weights
     @property

@@ -19,12 +19,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xai_jax.adapters.base import Entry, find_named, inference_kwargs, is_conv_class
+from xai_jax.adapters.base import Entry, find_named, inference_kwargs, intercepted_entries, intercepted_run
 from xai_jax.checks import error_summary
 
 
 def _path(module: nn.Module) -> str:
     return "/".join(module.path)
+
+
+def _path_of(context) -> str:
+    return _path(context.module)
+
+
+def _layer_name(context) -> str | None:
+    """A submodule's path; None for the top-level module (not a layer)."""
+    return _path(context.module) if context.module.path else None
 
 
 def as_variables(params: Any) -> dict:
@@ -99,29 +108,12 @@ class LinenAdapter:
 
     # ------------------------------------------------------------------ layers
     def _trace(self, x_shape: tuple[int, ...], dtype) -> tuple[list[Entry], list[str]]:
-        found: list[Entry] = []
-        started: list[str] = []
-        depth: dict[str, int] = {}
-
-        def interceptor(next_fun, args, kwargs, context):
-            if context.method_name != "__call__" or not context.module.path:
-                return next_fun(*args, **kwargs)
-            key = _path(context.module)
-            if key not in started:
-                started.append(key)
-            depth[key] = depth.get(key, 0) + 1
-            out = next_fun(*args, **kwargs)
-            depth[key] -= 1
-            if depth[key] == 0 and hasattr(out, "shape") and key not in [e.name for e in found]:
-                name = type(context.module).__name__
-                channels = getattr(context.module, "features", None)
-                found.append(Entry(key, name, tuple(out.shape[1:]), key, is_conv_class(name),
-                                   channels if isinstance(channels, int) else None))
-            return out
+        out: list = []
 
         def run(x):
-            with nn.intercept_methods(interceptor):
-                return self._apply(x[None])
+            out[:] = intercepted_entries(nn.intercept_methods, _layer_name, lambda m: getattr(m, "features", None),
+                                         self._apply, x[None])
+            return 0
 
         try:
             jax.eval_shape(run, jax.ShapeDtypeStruct(x_shape, dtype))
@@ -130,7 +122,7 @@ class LinenAdapter:
         except Exception as e:  # flax's own error, re-raised with what the caller passed
             raise ValueError(f"model.apply with these variables cannot take x of shape {x_shape} (one unbatched "
                              f"input): {error_summary(e)}") from e
-        return found, started
+        return out[0], out[1]
 
     def entries(self, x_shape: tuple[int, ...], dtype) -> list[Entry]:
         return self._trace(x_shape, dtype)[0]
@@ -155,27 +147,7 @@ class LinenAdapter:
     def run(self, x: jax.Array, handles: Sequence[str], deltas: Sequence[jax.Array] | None = None):
         """Logits of one unbatched x and the per-input outputs of the layers `handles`, with
         `deltas` (per input) added to those outputs when given."""
-        captured: dict[str, jax.Array] = {}
-        depth: dict[str, int] = {}
-        index = {name: i for i, name in enumerate(handles)}
-
-        def interceptor(next_fun, args, kwargs, context):
-            if context.method_name != "__call__":
-                return next_fun(*args, **kwargs)
-            key = _path(context.module)
-            depth[key] = depth.get(key, 0) + 1
-            out = next_fun(*args, **kwargs)
-            depth[key] -= 1
-            # only the outermost call of the module, and only its first use
-            if depth[key] == 0 and key in index and key not in captured:
-                captured[key] = out[0]
-                if deltas is not None:
-                    out = out + deltas[index[key]][None]
-            return out
-
-        with nn.intercept_methods(interceptor):
-            logits = self._apply(x[None])[0]
-        return logits, [captured[name] for name in handles]
+        return intercepted_run(nn.intercept_methods, _path_of, self._apply, x, handles, deltas)
 
     # ------------------------------------------------------------------ weights
     @property

@@ -323,6 +323,26 @@ def _layerwise(metric: _ModelMetric, order: str, similarity: str, absolute: bool
 # ----------------------------------------------------------------------------- MPRT family
 
 
+def _signature_args(who: str, args: tuple, kwargs: dict) -> tuple:
+    """(model, xs, explanation, targets) of metric(model, xs, explanation, targets=None, ...),
+    given positionally or by keyword (taken out of kwargs)."""
+    names = ("model", "xs", "explanation", "targets")
+    if len(args) > 4:
+        raise TypeError(f"{who}() takes (model, xs, explanation, targets=None) positionally, got {len(args)} "
+                        f"positional arguments")
+    given = dict(zip(names, args))
+    for name in names:
+        if name in kwargs:
+            if name in given:
+                raise TypeError(f"{who}() got multiple values for argument {name!r}")
+            given[name] = kwargs.pop(name)
+    missing = [n for n in names[:3] if n not in given]
+    if missing:
+        raise TypeError(f"{who}() missing required argument(s) {missing}: call {who}(model, xs, explanation, "
+                        f"targets=None, *, key=...)")
+    return given["model"], given["xs"], given["explanation"], given.get("targets")
+
+
 def _setup(who: str, args: tuple, kwargs: dict, smooth=None):
     """(metric, options) for mprt(model, xs, explanation, targets=None, *, ...) or the former
     mprt(make_method, module, params, xs, targets=None, *, ...)."""
@@ -342,21 +362,7 @@ def _setup(who: str, args: tuple, kwargs: dict, smooth=None):
         else:
             make = make_method
     else:
-        if len(args) > 4:
-            raise TypeError(f"{who}() takes (model, xs, explanation, targets=None) positionally, got {len(args)} "
-                            f"positional arguments")
-        names = ("model", "xs", "explanation", "targets")
-        given = dict(zip(names, args))
-        for name in names:
-            if name in kwargs:
-                if name in given:
-                    raise TypeError(f"{who}() got multiple values for argument {name!r}")
-                given[name] = kwargs.pop(name)
-        missing = [n for n in names[:3] if n not in given]
-        if missing:
-            raise TypeError(f"{who}() missing required argument(s) {missing}: call {who}(model, xs, explanation, "
-                            f"targets=None, *, key=...)")
-        model, xs, explanation, targets = given["model"], given["xs"], given["explanation"], given.get("targets")
+        model, xs, explanation, targets = _signature_args(who, args, kwargs)
         method = _method_form(explanation, who)
         adapter = _adapted(model, who)
         if adapter.kind in ("function", "Split"):
@@ -569,26 +575,13 @@ def random_logit(*args, **kwargs) -> MetricResult:
     """
     if len(args) >= 3 and not callable(args[2]) and callable(args[1]):  # the former (method, f, xs, ...)
         return _random_logit(*args, **kwargs)
-    names = ("model", "xs", "explanation", "targets")
-    if len(args) > 4:
-        raise TypeError(f"random_logit() takes (model, xs, explanation, targets=None) positionally, got {len(args)} "
-                        f"positional arguments")
-    given = dict(zip(names, args))
-    for name in names:
-        if name in kwargs:
-            if name in given:
-                raise TypeError(f"random_logit() got multiple values for argument {name!r}")
-            given[name] = kwargs.pop(name)
-    missing = [n for n in names[:3] if n not in given]
-    if missing:
-        raise TypeError(f"random_logit() missing required argument(s) {missing}: call random_logit(model, xs, "
-                        f"explanation, targets=None, *, key=...)")
+    model, xs, explanation, targets = _signature_args("random_logit", args, kwargs)
     channel_axis = kwargs.pop("channel_axis", None)
     kwargs.pop("mesh", None)  # accepted everywhere; runs on the default device
     if channel_axis is not None:
         check_int(channel_axis, "channel_axis")
-    adapter = _adapted(given["model"], "random_logit")
-    return _random_logit(given["explanation"], adapter.f, given["xs"], given.get("targets"), **kwargs)
+    adapter = _adapted(model, "random_logit")
+    return _random_logit(explanation, adapter.f, xs, targets, **kwargs)
 
 
 def _random_logit(
