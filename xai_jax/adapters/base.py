@@ -49,6 +49,17 @@ def find_named(layer: str, entries: list[Entry], owner: str) -> Entry:
     return found
 
 
+def resolve_in_call_order(entries: list[Entry], layer: str | None, owner: str) -> Entry:
+    """The entry named `layer`; None: the last convolution in call order that outputs a feature map."""
+    if layer is None:
+        convs = [e for e in entries if e.is_conv and len(e.shape) >= 2]
+        if not convs:
+            raise ValueError(f"layer=None found no convolution with spatial axes; name one of "
+                             f"{[e.name for e in entries]}")
+        return convs[-1]
+    return find_named(layer, entries, owner)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
     """A framework model bundled with its weights: the one way to pass a model everywhere

@@ -21,7 +21,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from xai_jax.adapters.base import Entry, find_named, inference_kwargs, intercepted_entries, intercepted_run
+from xai_jax.adapters.base import Entry, inference_kwargs, intercepted_entries, intercepted_run, resolve_in_call_order
 from xai_jax.checks import error_summary
 
 
@@ -88,14 +88,7 @@ class HaikuAdapter:
                             f"got {type(layer).__name__} {layer!r}")
 
     def resolve(self, layer, x_shape, dtype) -> Entry:
-        entries = self.entries(x_shape, dtype)
-        if layer is None:
-            convs = [e for e in entries if e.is_conv and len(e.shape) >= 2]
-            if not convs:
-                raise ValueError(f"layer=None found no convolution with spatial axes; name one of "
-                                 f"{[e.name for e in entries]}")
-            return convs[-1]
-        return find_named(layer, entries, "the Haiku model")
+        return resolve_in_call_order(self.entries(x_shape, dtype), layer, "the Haiku model")
 
     def run(self, x, handles: Sequence[str], deltas=None):
         return intercepted_run(hk.intercept_methods, _module_name, self._apply, x, handles, deltas)

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xai_jax.adapters.base import Entry, find_named, inference_kwargs, intercepted_entries, intercepted_run
+from xai_jax.adapters.base import Entry, inference_kwargs, intercepted_entries, intercepted_run, resolve_in_call_order
 from xai_jax.checks import error_summary
 
 
@@ -135,14 +135,7 @@ class LinenAdapter:
     def resolve(self, layer: str | None, x_shape: tuple[int, ...], dtype) -> Entry:
         """The layer's entry; None: the last convolution (a module whose class name contains
         'Conv') in call order that outputs a feature map."""
-        entries = self.entries(x_shape, dtype)
-        if layer is None:
-            convs = [e for e in entries if e.is_conv and len(e.shape) >= 2]
-            if not convs:
-                raise ValueError(f"layer=None found no convolution with spatial axes; name one of "
-                                 f"{[e.name for e in entries]}")
-            return convs[-1]
-        return find_named(layer, entries, f"{type(self.model).__name__}")
+        return resolve_in_call_order(self.entries(x_shape, dtype), layer, f"{type(self.model).__name__}")
 
     def run(self, x: jax.Array, handles: Sequence[str], deltas: Sequence[jax.Array] | None = None):
         """Logits of one unbatched x and the per-input outputs of the layers `handles`, with
