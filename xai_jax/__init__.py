@@ -34,11 +34,13 @@ from xai_jax.attribution import (
     xrai,
     xrai_regions,
 )
+from xai_jax.evaluate import Results, evaluate  # noqa: E402
+from xai_jax.explain import Explanations, explain  # noqa: E402
 from xai_jax.method import Method  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "Method", "RULES", "Model", "Split", "metrics",
+    "Method", "RULES", "Model", "Split", "metrics", "explain", "evaluate", "Explanations", "Results",
     "attribute", "completeness_delta", "expected_gradients", "grad_cam", "grad_cam_plus_plus",
     "gradient_x_input", "integrated_gradients", "list_layers", "model_fn", "quadrature",
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",

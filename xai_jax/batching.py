@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
+import time
 from collections.abc import Callable
 
 import jax
@@ -82,7 +84,7 @@ def _take(a, idx: np.ndarray, sharding, host_feed: bool):
     return jax.device_put(rows, sharding) if sharding is not None else jax.device_put(rows)
 
 
-def _batches(arrays, n: int, batch_size: int, with_index: bool, sharding):
+def _batches(arrays, n: int, batch_size: int, with_index: bool, sharding, first_index: int = 0):
     """Device batches, one ahead of the consumer: batch k + 1 is transferred while batch k runs
     (on a CPU backend NumPy batches go to the compiled call as they are: nothing to overlap)."""
     host_feed = sharding is None and jax.devices()[0].platform in HOST_FEED_PLATFORMS
@@ -91,7 +93,7 @@ def _batches(arrays, n: int, batch_size: int, with_index: bool, sharding):
         idx = np.arange(lo, lo + batch_size)
         batch = [_take(a, idx, sharding, host_feed) for a in arrays]
         if with_index:
-            index = idx.astype(np.int32)
+            index = (idx + first_index).astype(np.int32)
             batch.append(index if host_feed else jax.device_put(index, sharding) if sharding is not None
                          else jax.device_put(index))
         return batch
@@ -105,22 +107,38 @@ def _batches(arrays, n: int, batch_size: int, with_index: bool, sharding):
 
 
 def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), with_index: bool = False,
-                   progress: bool = False, desc: str = "batches", to_numpy: bool = True, sharding=None):
+                   progress: bool = False, desc: str = "batches", to_numpy: bool = True, sharding=None,
+                   first_index: int = 0, status: str | None = None, timing: dict | None = None):
     """fn(*batch, *args) over the leading axis of `arrays` in fixed-size batches (see the module
-    docstring). with_index appends each row's global index (int32). Returns the concatenated
-    outputs, trimmed to N rows: a NumPy pytree (to_numpy=True) or a pytree of jax.Arrays.
+    docstring). with_index appends each row's global index (int32), counted from first_index.
+    Returns the concatenated outputs, trimmed to N rows: a NumPy pytree (to_numpy=True) or a
+    pytree of jax.Arrays.
     sharding: where each batch is placed (e.g. a NamedSharding over a mesh's "data" axis). A
     sharding over several processes takes GLOBAL arrays, the same on every process (see
     xai_jax.distributed.gather_process_shards); each process places its devices' rows, and
-    NumPy results are all-gathered, so every process returns the whole result."""
+    NumPy results are all-gathered, so every process returns the whole result.
+    status: a line shown (with progress) while the first batch runs, e.g. "compiling IG for
+    (64, 40, 1)": that batch then runs before the bar starts, so the bar's ETA excludes it.
+    timing: a dict that receives "first_s" (the first batch, compile included), "rest_s" and
+    "rest_rows" (the other batches and their rows)."""
     n = len(arrays[0])
     if n == 0 or batch_size < 1:
         raise ValueError(f"run_in_batches needs at least one input and batch_size >= 1, got {n} and {batch_size}")
     outs = []
     total = -(-n // batch_size)
-    for batch in tqdm(_batches(arrays, n, batch_size, with_index, sharding), total=total, disable=not progress,
-                      desc=desc, unit="batch"):
+    batches = _batches(arrays, n, batch_size, with_index, sharding, first_index)
+    t0 = time.perf_counter()
+    if status is not None or timing is not None:
+        if progress and status:
+            tqdm.write(f"{status} ...", file=sys.stderr)
+        outs.append(jax.block_until_ready(fn(*next(batches), *args)))
+    t1 = time.perf_counter()
+    for batch in tqdm(batches, total=total, initial=len(outs), disable=not progress, desc=desc, unit="batch"):
         outs.append(fn(*batch, *args))
+    if timing is not None:
+        jax.block_until_ready(outs[-1])
+        timing.update(first_s=t1 - t0, rest_s=time.perf_counter() - t1,
+                      rest_rows=max(0, n - batch_size))
     if to_numpy:
         return jax.tree.map(lambda *parts: np.concatenate([to_host(p) for p in parts])[:n], *outs)
     if len(outs) == 1:
@@ -318,6 +336,9 @@ def attribute(
     mesh=None,
     progress: bool | None = None,
     to_numpy: bool = True,
+    desc: str = "attribute",
+    first_index: int = 0,
+    timing: dict | None = None,
 ):
     """Returns np.stack([method(x, t) for x, t in zip(xs, targets)]) computed in batches.
 
@@ -340,6 +361,12 @@ def attribute(
     progress: tqdm bar; default on for > 4 batches.
     to_numpy: True returns NumPy; False returns one (N, ...) jax.Array (a pytree of them
       for methods that return several, e.g. IG with return_delta), left on the device.
+    desc: the progress bar's label (e.g. the method's name). When the program for this batch
+      shape is not compiled yet, the bar first shows "compiling <desc> for (B, ...) ..." and
+      starts after the first batch, so that its ETA excludes the compilation.
+    first_index: the global index of xs[0] (a keyed method's input i gets fold_in(key, i)):
+      lets a stream explained in pieces give the same maps as one call.
+    timing: a dict that receives the first batch's seconds (compile included) and the rest's.
     Validation is fused into the compiled call: per input, whether x is finite, the target
     in range and the map finite. After the last batch the codes are read once, and the
     first problem raises a ValueError naming the inputs: non-finite xs, targets out of
@@ -414,8 +441,14 @@ def attribute(
         batch_size = -(-batch_size // devices) * devices
     bs = min(batch_size, n) if mesh is None else batch_size
     show = -(-n // bs) > 4 if progress is None else progress
+    first_index = check_int(first_index, "first_index", 0)
+    compiled = program_cache(fn).setdefault("compiled_shapes", set())
+    shape = (bs, *xs.shape[1:])
+    status = None if (shape, str(xs.dtype)) in compiled else f"compiling {desc} for {shape}"
     out, codes = run_in_batches(fn, (xs, targets), bs, args=(key,), with_index=True, progress=show,
-                                desc="attribute", to_numpy=bool(to_numpy), sharding=sharding)
+                                desc=desc, to_numpy=bool(to_numpy), sharding=sharding,
+                                first_index=first_index, status=status, timing=timing)
+    compiled.add((shape, str(xs.dtype)))
     codes = to_host(codes)  # the one read-back of the check
     if codes.any():
         _raise_for(codes, targets, n_classes, n)

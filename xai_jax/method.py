@@ -151,8 +151,9 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
                     new["params"] = None
                 return build(**new)
 
+            args = {k: v for k, v in settings.items() if k not in (first, "params")}
             return dataclasses.replace(
-                method, rebinder=rebinder,
+                method, rebinder=rebinder, extras={**method.extras, "factory_args": args},
                 output=output(settings) if callable(output) else output,
                 signed=signed(settings) if callable(signed) else signed)
 
