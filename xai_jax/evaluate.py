@@ -11,6 +11,7 @@ See docs/explain.md for the metrics' defaults and the table's columns.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -367,7 +368,7 @@ def _evaluate_stream(model, xs, ex: Explanations, chosen, targets, support, opti
         raise ValueError("evaluate: a streamed run needs out_dir= for its per-input scores")
     index = ex._index()
     names = list(ex.methods)
-    settings = {"kind": "evaluate", "methods": names, "metrics": list(chosen), "explanations": str(ex.directory),
+    settings = {"kind": "evaluate", "methods": names, "metrics": list(chosen), "explanations_index_sha1": hashlib.sha1((ex.directory / "index.json").read_bytes()).hexdigest(),
                 "key": np.asarray(jax.random.key_data(key)).tolist(),
                 "options": json.loads(json.dumps(options, default=repr, sort_keys=True))}
     d = stream.start_run(out_dir, settings, resume, "evaluate")
