@@ -1,138 +1,49 @@
 """Figures: signals and images with their attributions, curves, sanity checks.
 
-Signed maps use a diverging colour map centred on 0 (red positive, blue negative);
-non-negative maps a sequential one. Every function returns the matplotlib Figure and
-saves it when given a path.
+The study's figures (training curves, deletion/insertion curves, sanity checks, the rank
+figure); the overlays of maps on signals and images are xai_jax.viz's, kept here under their
+old names. Every function returns the matplotlib Figure and saves it when given a path.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
-VIZ_EXTRA = 'pip install "xai_jax[viz]"'
-
-
-def _pyplot():
-    """matplotlib.pyplot, imported on first use so that the library runs without matplotlib.
-
-    Selects the non-interactive Agg backend unless pyplot was already imported by the caller
-    (figures are saved to files, never shown)."""
-    import sys
-
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ImportError(f"xai_jax.plot needs matplotlib: {VIZ_EXTRA}") from e
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike | None):
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        _pyplot().close(fig)
-    return fig
-
-
-def _norm(m: np.ndarray):
-    _pyplot()
-    from matplotlib.colors import Normalize, TwoSlopeNorm
-
-    if (m < 0).any() and (m > 0).any():
-        lim = np.abs(m).max()
-        return TwoSlopeNorm(0.0, -lim, lim), "RdBu_r"
-    lo, hi = float(m.min()), float(m.max())
-    return Normalize(lo, hi if hi > lo else lo + 1e-12), "viridis" if (m >= 0).all() else "Blues_r"
+from xai_jax.viz import VIZ_EXTRA, _pyplot, grid  # noqa: F401  (VIZ_EXTRA: re-exported)
+from xai_jax.viz import image as _image
+from xai_jax.viz import save as _save
+from xai_jax.viz import signal as _signal
 
 
 def signal_with_attribution(ax, signal: np.ndarray, attribution: np.ndarray, *,
-                            support: np.ndarray | None = None, title: str | None = None) -> None:
-    """Draws a 1-D signal (length,) as a line coloured by its attribution, with a heat strip
-    under it and the ground-truth support shaded."""
-    signal = np.asarray(signal).reshape(-1)
-    attribution = np.asarray(attribution).reshape(-1)
-    t = np.arange(signal.size)
-    norm, cmap = _norm(attribution)
-    pts = np.stack([t, signal], 1)
-    segs = np.stack([pts[:-1], pts[1:]], 1)
-    from matplotlib.collections import LineCollection
-
-    lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=2.5)
-    lc.set_array((attribution[:-1] + attribution[1:]) / 2)
-    ax.add_collection(lc)
-    lo, hi = signal.min(), signal.max()
-    pad = 0.15 * (hi - lo + 1e-6)
-    strip_lo, strip_hi = lo - 4 * pad, lo - 1.5 * pad
-    ax.imshow(attribution[None], aspect="auto", cmap=cmap, norm=norm,
-              extent=(-0.5, signal.size - 0.5, strip_lo, strip_hi))
-    if support is not None:
-        s = np.asarray(support).reshape(-1)
-        for i in np.flatnonzero(s):
-            ax.axvspan(i - 0.5, i + 0.5, color="0.85", zorder=0, lw=0)
-    ax.set_xlim(-0.5, signal.size - 0.5)
-    ax.set_ylim(strip_lo, hi + pad)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+                            support: np.ndarray | None = None, title: str | None = None, **options) -> None:
+    """A 1-D signal drawn into ax with its map on a diverging scale centred at 0
+    (xai_jax.viz.signal with sign="all"; options go to it)."""
+    _signal(signal, attribution, support=support, title=title, ax=ax, **{"sign": "all", "colorbar": False, **options})
 
 
 def signals_grid(xs: np.ndarray, maps: Mapping[str, np.ndarray], *, supports: np.ndarray | None = None,
-                 labels: Sequence[str] | None = None, path=None):
-    """Rows: inputs; columns: methods side by side. xs (N, length[, 1]); maps name -> (N, length)."""
-    plt = _pyplot()
-    names = list(maps)
-    n = len(xs)
-    fig, axes = plt.subplots(n, len(names), figsize=(2.1 * len(names), 1.2 * n + 0.4), squeeze=False)
-    for i in range(n):
-        for j, name in enumerate(names):
-            signal_with_attribution(axes[i, j], xs[i], maps[name][i],
-                                    support=None if supports is None else supports[i],
-                                    title=name if i == 0 else None)
-        if labels is not None:
-            axes[i, 0].set_ylabel(labels[i], fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+                 labels: Sequence[str] | None = None, path=None, **options):
+    """Rows: inputs; columns: methods (xai_jax.viz.grid of signals, signed maps centred at 0,
+    one colour scale per method). xs (N, length[, 1]); maps name -> (N, length); labels: row titles."""
+    return grid(xs, maps, kind="signal", supports=supports, titles=labels, path=path, **{"sign": "all", **options})
 
 
 def image_with_heatmap(ax, image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5,
-                       title: str | None = None) -> None:
-    """An RGB image (H, W, 3) in [0, 1] with a heatmap (H, W) overlaid."""
-    ax.imshow(np.clip(image, 0, 1))
-    norm, cmap = _norm(np.asarray(heatmap))
-    ax.imshow(heatmap, cmap="jet" if cmap == "viridis" else cmap, norm=norm, alpha=alpha)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+                       title: str | None = None, **options) -> None:
+    """An image (H, W[, C]) with its map blended over it (xai_jax.viz.image; options go to it)."""
+    _image(image, heatmap, alpha=alpha, title=title, ax=ax, **{"colorbar": False, **options})
 
 
 def images_grid(xs: np.ndarray, maps: Mapping[str, np.ndarray], *, labels: Sequence[str] | None = None,
-                path=None):
-    """Rows: images; first column the image, then one overlay per method."""
-    plt = _pyplot()
-    names = list(maps)
-    n = len(xs)
-    fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.7 * (len(names) + 1), 1.8 * n), squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(np.clip(xs[i], 0, 1))
-        axes[i, 0].set_xticks([])
-        axes[i, 0].set_yticks([])
-        if labels is not None:
-            axes[i, 0].set_ylabel(labels[i], fontsize=8)
-        if i == 0:
-            axes[i, 0].set_title("input", fontsize=8)
-        for j, name in enumerate(names):
-            image_with_heatmap(axes[i, j + 1], xs[i], maps[name][i], title=name if i == 0 else None)
-    fig.tight_layout()
-    return _save(fig, path)
+                path=None, **options):
+    """Rows: images; first column the image, then one overlay per method (xai_jax.viz.grid;
+    options such as channel_axis, sign, method, scale go to it)."""
+    _pyplot()
+    return grid(xs, maps, kind="image", titles=labels, path=path, **options)
 
 
 def training_curves(histories: Mapping[str, dict], path=None):
