@@ -82,19 +82,43 @@ def class_samples(xs: np.ndarray, ys: np.ndarray, *, supports: np.ndarray | None
     return _save(fig, path)
 
 
-def deletion_insertion_curves(curves: Mapping[str, dict], path=None):
+def _mean_band(c: Mapping, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
+    """(mean, lo, hi, n): from per-input curves (N, P) the mean and its normal-approximation 95%
+    CI (mean +- 1.96 sd / sqrt(N)); from a mean (P,) with `which`_lo / `which`_hi, those."""
+    v = np.asarray(c[which], dtype=np.float64)
+    if v.ndim == 2:
+        mean = v.mean(0)
+        half = 1.96 * v.std(0, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.zeros_like(mean)
+        return mean, mean - half, mean + half, len(v)
+    if v.ndim != 1:
+        raise ValueError(f"curves[...][{which!r}] must be (N, P) per-input curves or a mean (P,), got {v.shape}")
+    lo, hi = c.get(f"{which}_lo", v), c.get(f"{which}_hi", v)
+    return v, np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), None
+
+
+def deletion_insertion_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path=None):
+    """Deletion and insertion curves, one panel each: per method the mean over inputs with its
+    95% CI as a band, the legend below the panels. curves: name -> {"fractions" (P,),
+    "deletion" and "insertion": per-input curves (N, P), or means (P,) with optional
+    "deletion_lo"/"deletion_hi"/"insertion_lo"/"insertion_hi" (P,) bounds}."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
-    for name, c in curves.items():
-        axes[0].plot(c["fractions"], c["deletion"], label=name)
-        axes[1].plot(c["fractions"], c["insertion"], label=name)
-    axes[0].set_title("deletion (lower is better)", fontsize=9)
-    axes[1].set_title("insertion (higher is better)", fontsize=9)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    n = None
+    for i, (name, c) in enumerate(curves.items()):
+        style = dict(color=colours[i % 10], ls=("-", "--", ":")[i // 10 % 3], lw=1.4)
+        for ax, which in zip(axes, ("deletion", "insertion")):
+            mean, lo, hi, n = _mean_band(c, which)
+            ax.plot(c["fractions"], mean, label=name if which == "deletion" else None, **style)
+            ax.fill_between(c["fractions"], lo, hi, color=style["color"], alpha=0.13, lw=0)
+    ci = f"mean and 95% CI over {n} inputs" if n else "mean and 95% CI"
+    axes[0].set_title(f"deletion (lower is better); {ci}", fontsize=9)
+    axes[1].set_title(f"insertion (higher is better); {ci}", fontsize=9)
     for ax in axes:
         ax.set_xlabel("fraction of positions removed / inserted")
         ax.set_ylabel("class probability")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
+        ax.grid(alpha=0.3, lw=0.5)
+    fig.legend(loc="outside lower center", ncol=min(5, max(1, len(curves))), fontsize=7.5, frameon=False)
     return _save(fig, path)
 
 
@@ -113,33 +137,59 @@ def sanity_curves(results: Mapping[str, Mapping[str, float]], path=None):
 
 
 def rank_figure(summary: Mapping[str, Mapping[str, tuple[float, float, float]]],
-                metrics: Mapping[str, tuple[str, str]], *, note: str = "", path=None):
-    """Method x metric grid: colour = rank within the column (1 = best, by each metric's
-    better direction), text = the mean. Variant columns (signed maps, 'any' supports, the
-    study's convention) sit beside the ranking metrics; `note` is printed underneath."""
+                metrics: Mapping[str, tuple[str, str]], *, groups: Mapping[str, Sequence[str]] | None = None,
+                note: str = "", path=None):
+    """Method x metric grid: colour = rank within the column (by each metric's better
+    direction), scaled per column from best (green) to worst (red) among the methods that the
+    column ranks (a signed-map column with 3 methods spans the whole scale; a column with one
+    method is drawn neutral); text = the mean.
+    groups: title -> metric keys, framed and titled column groups (e.g. the ranking metrics,
+    then the variants); `note` is printed below the figure, under the rotated labels."""
+    import textwrap
+
     plt = _pyplot()
     methods = list(summary)
-    cols = [m for m in metrics if any(m in summary[name] for name in methods)]
+    groups = dict(groups) if groups else {"": list(metrics)}
+    ordered = [(g, m) for g, keys in groups.items() for m in keys
+               if m in metrics and any(m in summary[name] for name in methods)]
+    cols = [m for _, m in ordered]
     values = np.full((len(methods), len(cols)), np.nan)
     for i, name in enumerate(methods):
         for j, m in enumerate(cols):
             if m in summary[name]:
                 values[i, j] = summary[name][m][0]
-    ranks = np.full_like(values, np.nan)
+    scaled = np.full_like(values, np.nan)  # 0 = best, 1 = worst of the column's methods
     for j, m in enumerate(cols):
         ok = ~np.isnan(values[:, j])
         v = values[ok, j] if metrics[m][1] == "lower" else -values[ok, j]
-        ranks[ok, j] = rankdata(v, method="min")  # equal means share a rank: no order bias
-    fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(cols), 0.9 + 0.38 * len(methods)))
-    ax.imshow(np.ma.masked_invalid(ranks), cmap="RdYlGn_r", aspect="auto", vmin=1, vmax=max(len(methods), 2))
+        ranks = rankdata(v, method="min")  # equal means share a rank: no order bias
+        scaled[ok, j] = (ranks - 1) / (ok.sum() - 1) if ok.sum() > 1 else 0.5  # one method: nothing to rank
+    fig, ax = plt.subplots(figsize=(1.6 + 0.62 * len(cols), 1.3 + 0.34 * len(methods)))
+    im = ax.imshow(np.ma.masked_invalid(scaled), cmap="RdYlGn_r", aspect="auto", vmin=0, vmax=1)
     for i in range(len(methods)):
         for j in range(len(cols)):
             if not np.isnan(values[i, j]):
                 ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6.5)
     ax.set_xticks(range(len(cols)), [f"{metrics[m][0]} ({metrics[m][1][0]})" for m in cols], rotation=40,
-                  ha="right", fontsize=7)
+                  ha="right", fontsize=7, rotation_mode="anchor")
     ax.set_yticks(range(len(methods)), methods, fontsize=7.5)
-    ax.set_title("rank per metric (green = best; (h)igher / (l)ower is better)", fontsize=8.5)
+    start = 0
+    for g in groups:
+        width = sum(1 for gg, _ in ordered if gg == g)
+        if width == 0:
+            continue
+        if start:
+            ax.axvline(start - 0.5, color="k", lw=2)
+        if g:
+            ax.text(start - 0.5 + width / 2, -0.65, g, ha="center", va="bottom", fontsize=7.5, weight="bold")
+        start += width
+    cb = fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01, ticks=[0, 1])
+    cb.ax.set_yticklabels(["best", "worst"], fontsize=7)
+    ax.set_title("rank per metric, within each column ((h)igher / (l)ower is better)", fontsize=8.5,
+                 pad=16 if any(groups) else 6)
     if note:
-        fig.text(0.01, -0.02, note, fontsize=6.5, wrap=True, va="top")
+        fig.canvas.draw()  # the note goes below everything drawn, the rotated labels included
+        box = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
+        fig.text(box.x0, box.y0 - 0.03, textwrap.fill(note, width=int(fig.get_figwidth() * 15)), fontsize=6.5,
+                 va="top", ha="left")
     return _save(fig, path)  # saved with bbox_inches="tight"
