@@ -102,7 +102,8 @@ def _image(image, channel_axis: int, name: str = "image") -> np.ndarray:
     if x.ndim == 3:
         x = np.moveaxis(x, _axis(channel_axis, 3, x.shape), -1)
         if x.shape[-1] not in (1, 3):
-            hint = " (channels first? pass channel_axis=0)" if np.shape(image)[0] in (1, 3) else ""
+            first = "channel_axis=1 for a (N, C, H, W) batch" if name.startswith("inputs") else "channel_axis=0"
+            hint = f" (channels first? pass {first})" if np.shape(image)[0] in (1, 3) else ""
             raise ValueError(f"{name}: the channel axis (channel_axis={channel_axis}) of shape {np.shape(image)} "
                              f"has {x.shape[-1]} entries; expected 1 (grayscale) or 3 (RGB){hint}")
         x = x[..., 0] if x.shape[-1] == 1 else x

@@ -234,6 +234,8 @@ BAD = [
     (lambda: viz.cam_on_image(IMG, MAP, image_weight=2), "image_weight must be"),
     (lambda: viz.grid(IMG[None], {"m": np.zeros((2, H, W))}), "maps\\['m'\\] must hold one map per input \\(1\\)"),
     (lambda: viz.grid(IMG[None], {}), "maps must be a non-empty mapping"),
+    (lambda: viz.grid(np.zeros((2, 1, H, W)), {"m": np.zeros((2, H, W))}),
+     "inputs\\[0\\]: the channel axis .* has 12 entries.* channel_axis=1 for a \\(N, C, H, W\\) batch"),
     (lambda: viz.grid(IMG[None], {"m": MAP[None]}, kind="video"), "kind must be one of"),
     (lambda: viz.grid(IMG[None], {"m": MAP[None]}, scale="global"), "scale must be one of"),
     (lambda: viz.grid(IMG[None], {"m": MAP[None]}, channel_axis=0), "channel_axis=0 is the batch axis"),
