@@ -27,7 +27,15 @@ from xai_jax.study.cli import positive_int, seed
 from xai_jax.study.data.augment import histology_augment
 from xai_jax.study.data.hmt import CLASSES, load_cached, stratified_split
 from xai_jax.study.models import load_keras_h5, vgg7
-from xai_jax.study.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.report import (
+    ALL_METRICS,
+    METRIC_GROUPS,
+    findings,
+    shares_note,
+    variants_table,
+    write_json,
+    write_metric_tables,
+)
 from xai_jax.study.suite import explain_all, measure_all, method_suite, predictions
 from xai_jax.study.train import TrainConfig, evaluate, fit
 
@@ -134,11 +142,12 @@ def main(argv=None) -> dict:
                            signed=[k for k, m in suite.items() if m.signed], seed=args.seed)
     table = write_metric_tables(args.out, measured, cost, class_names=CLASSES)
     note = shares_note(measured)
-    rank_figure(measured["summary"], ALL_METRICS, note=note, path=args.out / "ranks.png")
+    rank_figure(measured["summary"], ALL_METRICS, groups=METRIC_GROUPS, note=note, path=args.out / "ranks.png")
     deletion_insertion_curves(measured["curves"], path=args.out / "deletion_insertion.png")
     show = pick_per_class(ys, min(len(ys), 8))
     images_grid(xs[show], {k: v[show] for k, v in maps.items()},
-                labels=[f"{CLASSES[ys[i]]} (pred {CLASSES[preds[i]]})" for i in show],
+                labels=[f"true {CLASSES[ys[i]]}, pred {CLASSES[preds[i]]}" for i in show],
+                sign={k: "all" if m.signed else "absolute_value" for k, m in suite.items()},
                 path=args.out / "overlays.png")
     result.update({"n_explained": int(len(xs)), "light_settings": light, "ms_per_input": cost,
                    "summary": measured["summary"], "per_class": measured["per_class"], "shares": measured["shares"],

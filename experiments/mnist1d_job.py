@@ -27,16 +27,25 @@ from xai_jax.plot import (
     deletion_insertion_curves,
     rank_figure,
     sanity_curves,
-    signals_grid,
     training_curves,
 )
 from xai_jax.study.cli import positive_int, seed
 from xai_jax.study.data.augment import random_circular_shift
 from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d
 from xai_jax.study.models import mnist1d_cnn
-from xai_jax.study.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.report import (
+    ALL_METRICS,
+    METRIC_GROUPS,
+    findings,
+    shares_note,
+    variants_intro,
+    variants_table,
+    write_json,
+    write_metric_tables,
+)
 from xai_jax.study.suite import explain_all, measure_all, method_suite, predictions, sanity_all
 from xai_jax.study.train import TrainConfig, evaluate, fit
+from xai_jax.viz import grid
 
 ROOT = Path(__file__).resolve().parents[1]
 TIE_DRAWS = 8  # keyed tie orders per tied input (library default 64): keeps the CPU job near 3 minutes
@@ -136,22 +145,23 @@ def main(argv=None) -> dict:
                            completeness=completeness, tie_draws=TIE_DRAWS if not args.quick else 4, seed=args.seed)
     table = write_metric_tables(out, measured, cost_ms)
     note = shares_note(measured)
-    rank_figure(measured["summary"], ALL_METRICS, note=note, path=out / "ranks.png")
+    rank_figure(measured["summary"], ALL_METRICS, groups=METRIC_GROUPS, note=note, path=out / "ranks.png")
     deletion_insertion_curves(measured["curves"], path=out / "deletion_insertion.png")
     ns = args.n_sanity
     sanity = sanity_all(suite, model, params, xs[:ns], preds[:ns], key=jax.random.key(args.seed + 1))
     sanity_curves(sanity, path=out / "sanity_check.png")
     per_class = 1 if args.quick else 2
     idx = np.concatenate([np.flatnonzero(ys == c)[:per_class] for c in range(10)])
-    signals_grid(xs[idx], {k: v[idx] for k, v in maps.items()}, supports=supports[idx],
-                 labels=[f"digit {c}" for c in ys[idx]], path=out / "examples.png")
+    # every map on a diverging scale centred at 0 (red: evidence for the class), one per method
+    grid(xs[idx], {k: v[idx] for k, v in maps.items()}, kind="signal", sign="all", supports=supports[idx],
+         labels=ys[idx], predictions=preds[idx], path=out / "examples.png")
 
     results.update({
         "explained_model": "study architecture, trained with our recipe",
         "n_explained": n, "ms_per_input": cost_ms, "summary": measured["summary"], "shares": measured["shares"],
         "signed_methods": measured["signed"], "shares_note": note,
         "findings": findings(measured["summary"], "Grad-CAM", "Integrated Gradients"),
-        "variants_table": variants_table(measured),
+        "variants_table": variants_table(measured), "variants_intro": variants_intro(measured),
         "per_class": measured["per_class"], "sanity": sanity,
         "median_relative_completeness_error_ig64": float(np.median(completeness["Integrated Gradients"])),
         "wall_seconds": time.perf_counter() - t_start, "device": str(jax.devices()[0]),
@@ -187,8 +197,7 @@ def write_report(out: Path, results: dict, table: str, sanity: dict) -> None:
               "The study concluded that Grad-CAM explains MNIST-1D better than Integrated Gradients. On our "
               "trained model, with the precise metrics:", "", *results["findings"], "",
               "## Variants", "",
-              "The study's float32 convention for drop/increase, the signed maps of signed methods, and "
-              "localisation against the looser 'any template contribution' support:", "",
+              results["variants_intro"], "",
               results["variants_table"], "",
               f"Median relative completeness error of IG (64 trapezoid steps): "
               f"{results['median_relative_completeness_error_ig64']:.4%}.", "",
@@ -202,7 +211,8 @@ def write_report(out: Path, results: dict, table: str, sanity: dict) -> None:
     for name, r in sanity.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in r.values()) + " |")
     lines += ["", "![sanity](sanity_check.png)", "",
-              "## Examples (test inputs of every class; grey: ground-truth support)", "",
+              "## Examples (test inputs of every class; grey: ground-truth support; red: positive, blue: "
+              "negative relevance, one colour scale per method)", "",
               "![examples](examples.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
 

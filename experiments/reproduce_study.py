@@ -29,7 +29,15 @@ from xai_jax.plot import rank_figure
 from xai_jax.study.cli import positive_int, seed
 from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d
 from xai_jax.study.models import load_keras_h5, mnist1d_cnn, vgg7
-from xai_jax.study.report import ALL_METRICS, findings, shares_note, variants_table, write_json, write_metric_tables
+from xai_jax.study.report import (
+    ALL_METRICS,
+    METRIC_GROUPS,
+    findings,
+    shares_note,
+    variants_table,
+    write_json,
+    write_metric_tables,
+)
 from xai_jax.study.suite import SuiteEntry, explain_all, measure_all, method_suite, predictions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +107,7 @@ def reproduce(weights: Path, out: Path, n: int | None = None, rise_masks: int | 
                            completeness=completeness, tie_draws=tie_draws, seed=seed)
     table = write_metric_tables(out, measured, cost)
     note = shares_note(measured)
-    rank_figure(measured["summary"], ALL_METRICS, note=note, path=out / "ranks.png")
+    rank_figure(measured["summary"], ALL_METRICS, groups=METRIC_GROUPS, note=note, path=out / "ranks.png")
     rows = reproduction_rows(measured["summary"], PUBLISHED)
     result = {"accuracy": accuracy, "n": len(xs), "reproduction": rows, "summary": measured["summary"],
               "shares": measured["shares"], "ms_per_input": cost}
@@ -144,7 +152,8 @@ def reproduce_hmt(weights: Path, tiles: Path, out: Path, *, size: int = 224, n: 
                            batch_size=8)
     rows = reproduction_rows(measured["summary"], PUBLISHED_HMT)
     table = write_metric_tables(out, measured, cost, class_names=None)
-    rank_figure(measured["summary"], ALL_METRICS, note=shares_note(measured), path=out / "ranks_hmt.png")
+    rank_figure(measured["summary"], ALL_METRICS, groups=METRIC_GROUPS, note=shares_note(measured),
+                path=out / "ranks_hmt.png")
     accuracy = float((preds == ys).mean())
     lines = ["## HMT (k = 90%)", "",
              f"The study's VGG-7 weights on {len(xs)} shared real tiles at {size} px: {int((preds == ys).sum())} "

@@ -1,138 +1,49 @@
 """Figures: signals and images with their attributions, curves, sanity checks.
 
-Signed maps use a diverging colour map centred on 0 (red positive, blue negative);
-non-negative maps a sequential one. Every function returns the matplotlib Figure and
-saves it when given a path.
+The study's figures (training curves, deletion/insertion curves, sanity checks, the rank
+figure); the overlays of maps on signals and images are xai_jax.viz's, kept here under their
+old names. Every function returns the matplotlib Figure and saves it when given a path.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
-VIZ_EXTRA = 'pip install "xai_jax[viz]"'
-
-
-def _pyplot():
-    """matplotlib.pyplot, imported on first use so that the library runs without matplotlib.
-
-    Selects the non-interactive Agg backend unless pyplot was already imported by the caller
-    (figures are saved to files, never shown)."""
-    import sys
-
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ImportError(f"xai_jax.plot needs matplotlib: {VIZ_EXTRA}") from e
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike | None):
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        _pyplot().close(fig)
-    return fig
-
-
-def _norm(m: np.ndarray):
-    _pyplot()
-    from matplotlib.colors import Normalize, TwoSlopeNorm
-
-    if (m < 0).any() and (m > 0).any():
-        lim = np.abs(m).max()
-        return TwoSlopeNorm(0.0, -lim, lim), "RdBu_r"
-    lo, hi = float(m.min()), float(m.max())
-    return Normalize(lo, hi if hi > lo else lo + 1e-12), "viridis" if (m >= 0).all() else "Blues_r"
+from xai_jax.viz import VIZ_EXTRA, _pyplot, grid  # noqa: F401  (VIZ_EXTRA: re-exported)
+from xai_jax.viz import image as _image
+from xai_jax.viz import save as _save
+from xai_jax.viz import signal as _signal
 
 
 def signal_with_attribution(ax, signal: np.ndarray, attribution: np.ndarray, *,
-                            support: np.ndarray | None = None, title: str | None = None) -> None:
-    """Draws a 1-D signal (length,) as a line coloured by its attribution, with a heat strip
-    under it and the ground-truth support shaded."""
-    signal = np.asarray(signal).reshape(-1)
-    attribution = np.asarray(attribution).reshape(-1)
-    t = np.arange(signal.size)
-    norm, cmap = _norm(attribution)
-    pts = np.stack([t, signal], 1)
-    segs = np.stack([pts[:-1], pts[1:]], 1)
-    from matplotlib.collections import LineCollection
-
-    lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=2.5)
-    lc.set_array((attribution[:-1] + attribution[1:]) / 2)
-    ax.add_collection(lc)
-    lo, hi = signal.min(), signal.max()
-    pad = 0.15 * (hi - lo + 1e-6)
-    strip_lo, strip_hi = lo - 4 * pad, lo - 1.5 * pad
-    ax.imshow(attribution[None], aspect="auto", cmap=cmap, norm=norm,
-              extent=(-0.5, signal.size - 0.5, strip_lo, strip_hi))
-    if support is not None:
-        s = np.asarray(support).reshape(-1)
-        for i in np.flatnonzero(s):
-            ax.axvspan(i - 0.5, i + 0.5, color="0.85", zorder=0, lw=0)
-    ax.set_xlim(-0.5, signal.size - 0.5)
-    ax.set_ylim(strip_lo, hi + pad)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+                            support: np.ndarray | None = None, title: str | None = None, **options) -> None:
+    """A 1-D signal drawn into ax with its map on a diverging scale centred at 0
+    (xai_jax.viz.signal with sign="all"; options go to it)."""
+    _signal(signal, attribution, support=support, title=title, ax=ax, **{"sign": "all", "colorbar": False, **options})
 
 
 def signals_grid(xs: np.ndarray, maps: Mapping[str, np.ndarray], *, supports: np.ndarray | None = None,
-                 labels: Sequence[str] | None = None, path=None):
-    """Rows: inputs; columns: methods side by side. xs (N, length[, 1]); maps name -> (N, length)."""
-    plt = _pyplot()
-    names = list(maps)
-    n = len(xs)
-    fig, axes = plt.subplots(n, len(names), figsize=(2.1 * len(names), 1.2 * n + 0.4), squeeze=False)
-    for i in range(n):
-        for j, name in enumerate(names):
-            signal_with_attribution(axes[i, j], xs[i], maps[name][i],
-                                    support=None if supports is None else supports[i],
-                                    title=name if i == 0 else None)
-        if labels is not None:
-            axes[i, 0].set_ylabel(labels[i], fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+                 labels: Sequence[str] | None = None, path=None, **options):
+    """Rows: inputs; columns: methods (xai_jax.viz.grid of signals, signed maps centred at 0,
+    one colour scale per method). xs (N, length[, 1]); maps name -> (N, length); labels: row titles."""
+    return grid(xs, maps, kind="signal", supports=supports, titles=labels, path=path, **{"sign": "all", **options})
 
 
 def image_with_heatmap(ax, image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5,
-                       title: str | None = None) -> None:
-    """An RGB image (H, W, 3) in [0, 1] with a heatmap (H, W) overlaid."""
-    ax.imshow(np.clip(image, 0, 1))
-    norm, cmap = _norm(np.asarray(heatmap))
-    ax.imshow(heatmap, cmap="jet" if cmap == "viridis" else cmap, norm=norm, alpha=alpha)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+                       title: str | None = None, **options) -> None:
+    """An image (H, W[, C]) with its map blended over it (xai_jax.viz.image; options go to it)."""
+    _image(image, heatmap, alpha=alpha, title=title, ax=ax, **{"colorbar": False, **options})
 
 
 def images_grid(xs: np.ndarray, maps: Mapping[str, np.ndarray], *, labels: Sequence[str] | None = None,
-                path=None):
-    """Rows: images; first column the image, then one overlay per method."""
-    plt = _pyplot()
-    names = list(maps)
-    n = len(xs)
-    fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.7 * (len(names) + 1), 1.8 * n), squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(np.clip(xs[i], 0, 1))
-        axes[i, 0].set_xticks([])
-        axes[i, 0].set_yticks([])
-        if labels is not None:
-            axes[i, 0].set_ylabel(labels[i], fontsize=8)
-        if i == 0:
-            axes[i, 0].set_title("input", fontsize=8)
-        for j, name in enumerate(names):
-            image_with_heatmap(axes[i, j + 1], xs[i], maps[name][i], title=name if i == 0 else None)
-    fig.tight_layout()
-    return _save(fig, path)
+                path=None, **options):
+    """Rows: images; first column the image, then one overlay per method (xai_jax.viz.grid;
+    options such as channel_axis, sign, method, scale go to it)."""
+    _pyplot()
+    return grid(xs, maps, kind="image", titles=labels, path=path, **options)
 
 
 def training_curves(histories: Mapping[str, dict], path=None):
@@ -171,19 +82,43 @@ def class_samples(xs: np.ndarray, ys: np.ndarray, *, supports: np.ndarray | None
     return _save(fig, path)
 
 
-def deletion_insertion_curves(curves: Mapping[str, dict], path=None):
+def _mean_band(c: Mapping, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
+    """(mean, lo, hi, n): from per-input curves (N, P) the mean and its normal-approximation 95%
+    CI (mean +- 1.96 sd / sqrt(N)); from a mean (P,) with `which`_lo / `which`_hi, those."""
+    v = np.asarray(c[which], dtype=np.float64)
+    if v.ndim == 2:
+        mean = v.mean(0)
+        half = 1.96 * v.std(0, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.zeros_like(mean)
+        return mean, mean - half, mean + half, len(v)
+    if v.ndim != 1:
+        raise ValueError(f"curves[...][{which!r}] must be (N, P) per-input curves or a mean (P,), got {v.shape}")
+    lo, hi = c.get(f"{which}_lo", v), c.get(f"{which}_hi", v)
+    return v, np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), None
+
+
+def deletion_insertion_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path=None):
+    """Deletion and insertion curves, one panel each: per method the mean over inputs with its
+    95% CI as a band, the legend below the panels. curves: name -> {"fractions" (P,),
+    "deletion" and "insertion": per-input curves (N, P), or means (P,) with optional
+    "deletion_lo"/"deletion_hi"/"insertion_lo"/"insertion_hi" (P,) bounds}."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
-    for name, c in curves.items():
-        axes[0].plot(c["fractions"], c["deletion"], label=name)
-        axes[1].plot(c["fractions"], c["insertion"], label=name)
-    axes[0].set_title("deletion (lower is better)", fontsize=9)
-    axes[1].set_title("insertion (higher is better)", fontsize=9)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    n = None
+    for i, (name, c) in enumerate(curves.items()):
+        style = dict(color=colours[i % 10], ls=("-", "--", ":")[i // 10 % 3], lw=1.4)
+        for ax, which in zip(axes, ("deletion", "insertion")):
+            mean, lo, hi, n = _mean_band(c, which)
+            ax.plot(c["fractions"], mean, label=name if which == "deletion" else None, **style)
+            ax.fill_between(c["fractions"], lo, hi, color=style["color"], alpha=0.13, lw=0)
+    ci = f"mean and 95% CI over {n} inputs" if n else "mean and 95% CI"
+    axes[0].set_title(f"deletion (lower is better); {ci}", fontsize=9)
+    axes[1].set_title(f"insertion (higher is better); {ci}", fontsize=9)
     for ax in axes:
         ax.set_xlabel("fraction of positions removed / inserted")
         ax.set_ylabel("class probability")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
+        ax.grid(alpha=0.3, lw=0.5)
+    fig.legend(loc="outside lower center", ncol=min(5, max(1, len(curves))), fontsize=7.5, frameon=False)
     return _save(fig, path)
 
 
@@ -202,33 +137,59 @@ def sanity_curves(results: Mapping[str, Mapping[str, float]], path=None):
 
 
 def rank_figure(summary: Mapping[str, Mapping[str, tuple[float, float, float]]],
-                metrics: Mapping[str, tuple[str, str]], *, note: str = "", path=None):
-    """Method x metric grid: colour = rank within the column (1 = best, by each metric's
-    better direction), text = the mean. Variant columns (signed maps, 'any' supports, the
-    study's convention) sit beside the ranking metrics; `note` is printed underneath."""
+                metrics: Mapping[str, tuple[str, str]], *, groups: Mapping[str, Sequence[str]] | None = None,
+                note: str = "", path=None):
+    """Method x metric grid: colour = rank within the column (by each metric's better
+    direction), scaled per column from best (green) to worst (red) among the methods that the
+    column ranks (a signed-map column with 3 methods spans the whole scale; a column with one
+    method is drawn neutral); text = the mean.
+    groups: title -> metric keys, framed and titled column groups (e.g. the ranking metrics,
+    then the variants); `note` is printed below the figure, under the rotated labels."""
+    import textwrap
+
     plt = _pyplot()
     methods = list(summary)
-    cols = [m for m in metrics if any(m in summary[name] for name in methods)]
+    groups = dict(groups) if groups else {"": list(metrics)}
+    ordered = [(g, m) for g, keys in groups.items() for m in keys
+               if m in metrics and any(m in summary[name] for name in methods)]
+    cols = [m for _, m in ordered]
     values = np.full((len(methods), len(cols)), np.nan)
     for i, name in enumerate(methods):
         for j, m in enumerate(cols):
             if m in summary[name]:
                 values[i, j] = summary[name][m][0]
-    ranks = np.full_like(values, np.nan)
+    scaled = np.full_like(values, np.nan)  # 0 = best, 1 = worst of the column's methods
     for j, m in enumerate(cols):
         ok = ~np.isnan(values[:, j])
         v = values[ok, j] if metrics[m][1] == "lower" else -values[ok, j]
-        ranks[ok, j] = rankdata(v, method="min")  # equal means share a rank: no order bias
-    fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(cols), 0.9 + 0.38 * len(methods)))
-    ax.imshow(np.ma.masked_invalid(ranks), cmap="RdYlGn_r", aspect="auto", vmin=1, vmax=max(len(methods), 2))
+        ranks = rankdata(v, method="min")  # equal means share a rank: no order bias
+        scaled[ok, j] = (ranks - 1) / (ok.sum() - 1) if ok.sum() > 1 else 0.5  # one method: nothing to rank
+    fig, ax = plt.subplots(figsize=(1.6 + 0.62 * len(cols), 1.3 + 0.34 * len(methods)))
+    im = ax.imshow(np.ma.masked_invalid(scaled), cmap="RdYlGn_r", aspect="auto", vmin=0, vmax=1)
     for i in range(len(methods)):
         for j in range(len(cols)):
             if not np.isnan(values[i, j]):
                 ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6.5)
     ax.set_xticks(range(len(cols)), [f"{metrics[m][0]} ({metrics[m][1][0]})" for m in cols], rotation=40,
-                  ha="right", fontsize=7)
+                  ha="right", fontsize=7, rotation_mode="anchor")
     ax.set_yticks(range(len(methods)), methods, fontsize=7.5)
-    ax.set_title("rank per metric (green = best; (h)igher / (l)ower is better)", fontsize=8.5)
+    start = 0
+    for g in groups:
+        width = sum(1 for gg, _ in ordered if gg == g)
+        if width == 0:
+            continue
+        if start:
+            ax.axvline(start - 0.5, color="k", lw=2)
+        if g:
+            ax.text(start - 0.5 + width / 2, -0.65, g, ha="center", va="bottom", fontsize=7.5, weight="bold")
+        start += width
+    cb = fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01, ticks=[0, 1])
+    cb.ax.set_yticklabels(["best", "worst"], fontsize=7)
+    ax.set_title("rank per metric, within each column ((h)igher / (l)ower is better)", fontsize=8.5,
+                 pad=16 if any(groups) else 6)
     if note:
-        fig.text(0.01, -0.02, note, fontsize=6.5, wrap=True, va="top")
+        fig.canvas.draw()  # the note goes below everything drawn, the rotated labels included
+        box = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
+        fig.text(box.x0, box.y0 - 0.03, textwrap.fill(note, width=int(fig.get_figwidth() * 15)), fontsize=6.5,
+                 va="top", ha="left")
     return _save(fig, path)  # saved with bbox_inches="tight"

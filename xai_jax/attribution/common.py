@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xai_jax.checks import (  # noqa: F401  (re-exported for the method modules)
     check_array,
@@ -163,16 +164,29 @@ def as_model_function(f: Any, name: str = "f") -> Callable[[jax.Array], jax.Arra
     return check_callable(f, name)
 
 
-def spatial_map(attribution: jax.Array, reduce: str = "sum") -> jax.Array:
-    """Collapses the trailing channel axis of an attribution shaped like x (..., C).
+def spatial_map(attribution: jax.Array, reduce: str = "sum", channel_axis: int | None = None) -> jax.Array:
+    """Collapses the channel axis of an attribution shaped like x.
 
     reduce: "sum" (signed evidence), "abs_sum" (magnitude; the study's IG display) or "none".
+    channel_axis: the axis summed over; None means the last one, and then a layout that looks
+    channels-first (3-D or more, the last axis longer than 4 and an axis of 1 or 3 entries
+    before the last two, e.g. (16, 1, 28, 28)) is an error asking for channel_axis.
     """
     check_array(attribution, "attribution")
+    shape = tuple(attribution.shape)
+    if channel_axis is None:
+        if len(shape) >= 3 and shape[-1] > 4 and any(n in (1, 3) for n in shape[:-2]):
+            raise ValueError(f"attribution of shape {shape} looks channels-first; pass channel_axis (e.g. "
+                             f"channel_axis={len(shape) - 3} for (N, C, H, W)), or channel_axis=-1 if the "
+                             "channels are last")
+        channel_axis = -1
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)) \
+            or not -len(shape) <= channel_axis < len(shape):
+        raise ValueError(f"channel_axis={channel_axis!r} is out of range for attribution of shape {shape}")
     if reduce == "sum":
-        return attribution.sum(-1)
+        return attribution.sum(channel_axis)
     if reduce == "abs_sum":
-        return jnp.abs(attribution).sum(-1)
+        return jnp.abs(attribution).sum(channel_axis)
     if reduce == "none":
         return attribution
     raise ValueError(f"reduce must be 'sum', 'abs_sum' or 'none', got {reduce!r}")

@@ -33,6 +33,20 @@ VARIANTS = {
        for m in ("pointing_game", "relevance_mass", "relevance_mass_min", "auroc")},
 }
 ALL_METRICS = {**METRICS, **VARIANTS}
+_LOCALISATION = ("pointing_game", "relevance_mass", "relevance_mass_min", "auroc")
+# the column groups of the rank figure (each group framed and titled; ranks coloured per column)
+METRIC_GROUPS = {
+    "ranking metrics": list(METRICS),
+    "study convention": ["drop_study", "increase_study"],
+    "signed maps": [f"{m}_signed" for m in _LOCALISATION],
+    "'any' support": [f"{m}_any" for m in _LOCALISATION],
+}
+# what each variant group is, for the text above the variants table
+_VARIANT_TEXT = {
+    "study convention": "drop/increase under the study's float32 convention",
+    "signed maps": "localisation of the signed maps of signed methods (the ranking uses |map|)",
+    "'any' support": "localisation against the looser 'any template contribution' support",
+}
 
 
 def _jsonable(obj: Any):
@@ -126,6 +140,20 @@ def variants_table(measured: Mapping[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
+def variants_intro(measured: Mapping[str, Any]) -> str:
+    """One sentence naming the variant groups that the variants table holds, and those that
+    this run did not measure, so that the text and the table agree."""
+    present = {m for s in measured["summary"].values() for m in s}
+    have = [text for g, text in _VARIANT_TEXT.items() if present & set(METRIC_GROUPS[g])]
+    missing = [text for g, text in _VARIANT_TEXT.items() if not present & set(METRIC_GROUPS[g])]
+    if not have:
+        return "No variant metrics were measured in this run."
+    line = "The variants measured beside the ranking metrics: " + "; ".join(have) + "."
+    if missing:
+        line += " Not measured in this run: " + "; ".join(missing) + "."
+    return line
+
+
 def shares_note(measured: Mapping[str, Any]) -> str:
     """One paragraph: how many inputs saturate in float32 and which methods had ties."""
     shares = measured.get("shares") or {}
@@ -148,7 +176,8 @@ def shares_note(measured: Mapping[str, Any]) -> str:
 def findings(summary: Mapping[str, Mapping[str, tuple[float, float, float]]], a: str, b: str,
              metrics: Sequence[str] | None = None) -> list[str]:
     """Sentences comparing methods a and b metric by metric from the means and 95% CIs:
-    which is better, and whether the intervals are disjoint (a clear difference) or overlap."""
+    which is better (its mean first: "deletion AUC: IG (0.106 vs 0.114; ...)"), and whether the
+    intervals are disjoint (a clear difference) or overlap."""
     if a not in summary or b not in summary:
         return []
     metrics = [m for m in (metrics or METRICS) if m in summary[a] and m in summary[b]]
@@ -163,7 +192,8 @@ def findings(summary: Mapping[str, Mapping[str, tuple[float, float, float]]], a:
         winner = a if (ma < mb) == (better == "lower") else b
         clear = ha < lb or hb < la
         wins[winner].append((m, clear))
-        lines.append(f"- {title}: {winner} ({ma:.3f} vs {mb:.3f}; 95% CIs "
+        mw, ml = (ma, mb) if winner == a else (mb, ma)  # the winner's number first
+        lines.append(f"- {title}: {winner} ({mw:.3f} vs {ml:.3f}; 95% CIs "
                      f"{'disjoint' if clear else 'overlap'}).")
     n_clear = {k: sum(c for _, c in v) for k, v in wins.items()}
     head = (f"{a} is better than {b} on {len(wins[a])} of {len(metrics)} metrics ({n_clear[a]} with disjoint "

@@ -265,8 +265,8 @@ def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.
         if completeness is not None and name in completeness:
             values["completeness_error"] = completeness[name]
         per_input[name] = values
-        curves[name] = {"fractions": dl["fractions"], "deletion": dl["deletion_curve"].mean(0),
-                        "insertion": dl["insertion_curve"].mean(0)}
+        curves[name] = {"fractions": dl["fractions"], "deletion": dl["deletion_curve"],  # (N, P) per input
+                        "insertion": dl["insertion_curve"]}
     summary = {name: {metric: bootstrap_ci(v, seed=seed) for metric, v in values.items()}
                for name, values in per_input.items()}
     classes = np.unique(ys)
