@@ -167,6 +167,8 @@ def main(argv=None) -> dict:
         "wall_seconds": time.perf_counter() - t_start, "device": str(jax.devices()[0]),
     })
     write_json(out / "metrics.json", results)
+    measured["results"].to_csv(out / "results.csv")  # xai_jax.Results.load reads them back
+    measured["results"].to_json(out / "results.json")
     write_report(out, results, table, sanity)
     print(table)
     print(f"wall time {results['wall_seconds']:.1f} s; results in {out}")

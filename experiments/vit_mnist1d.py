@@ -24,13 +24,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import xai_jax as xj  # noqa: E402
-from xai_jax.metrics import localisation_auroc  # noqa: E402
 from xai_jax.study.cli import positive_int  # noqa: E402
 from xai_jax.study.data.augment import random_circular_shift  # noqa: E402
 from xai_jax.study.data.mnist1d import DEFAULT_CACHE, load_mnist1d  # noqa: E402
 from xai_jax.study.models import ViT1D, patch_grid  # noqa: E402
 from xai_jax.study.report import write_json  # noqa: E402
-from xai_jax.study.train import TrainConfig, evaluate, fit  # noqa: E402
+from xai_jax.study.train import TrainConfig, fit  # noqa: E402
+from xai_jax.study.train import evaluate as accuracy_of  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -50,18 +50,21 @@ def main(argv=None) -> dict:
     state, _ = fit(model, data.x_train, data.y_train, TrainConfig(steps=steps, chunk=min(200, steps)),
                    num_classes=data.num_classes, augment=random_circular_shift, progress=not args.quick)
     train_s = time.perf_counter() - t0
-    acc = evaluate(model, state.params, data.x_test, data.y_test, (40, 1))["accuracy"]
+    acc = accuracy_of(model, state.params, data.x_test, data.y_test, (40, 1))["accuracy"]
 
     xs, ts = jnp.asarray(data.x_test[:n_explain]), jnp.asarray(data.y_test[:n_explain])
     layer = f"block_{model.depth - 1}/norm1"
     results = {"test_accuracy": float(acc), "train_steps": steps, "train_seconds": round(train_s, 1),
                "layer": layer, "n_explained": int(xs.shape[0]), "localisation_auroc": {}}
-    maps = {}
-    for name, method in (("Grad-CAM", xj.grad_cam), ("LayerCAM", xj.layer_cam)):
-        cam = method(model, state.params, layer=layer, reshape=patch_grid)
-        maps[name] = np.asarray(xj.attribute(cam, xs, ts))
-        auroc = localisation_auroc(maps[name], data.support_test[:n_explain])
-        results["localisation_auroc"][name] = float(np.nanmean(auroc))
+    # the token model's CAMs through explain/evaluate: layer outputs (tokens, dim) on the patch grid
+    cams = {name: method(model, state.params, layer=layer, reshape=patch_grid)
+            for name, method in (("Grad-CAM", xj.grad_cam), ("LayerCAM", xj.layer_cam))}
+    ex = xj.explain(xj.Model(model, state.params), np.asarray(xs), cams, np.asarray(ts), progress=False)
+    maps = dict(ex)
+    res = xj.evaluate(xj.Model(model, state.params), np.asarray(xs), ex, metrics=["localisation_auroc"],
+                      support=data.support_test[:n_explain], progress=False)
+    for name in cams:
+        results["localisation_auroc"][name] = res.mean(name, "localisation_auroc")
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", results)

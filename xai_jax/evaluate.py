@@ -348,7 +348,7 @@ def evaluate(model: Any, xs: Any, explanations: Any = "default", metrics: Any = 
             m = explanations[name]
             if not spatial:
                 return m
-            return np.abs(spatial_maps(m, explanations.is_spatial[name], explanations.signed[name]))
+            return np.abs(spatial_maps(m, explanations.is_spatial[name], explanations.reduce[name]))
 
         with tqdm(total=total, disable=not show, file=sys.stderr, unit="metric") as bar:
             scores, higher = _evaluate_chunk(model, x, maps_of, methods, None if targets is None else
@@ -368,7 +368,8 @@ def _evaluate_stream(model, xs, ex: Explanations, chosen, targets, support, opti
         raise ValueError("evaluate: a streamed run needs out_dir= for its per-input scores")
     index = ex._index()
     names = list(ex.methods)
-    settings = {"kind": "evaluate", "methods": names, "metrics": list(chosen), "explanations_index_sha1": hashlib.sha1((ex.directory / "index.json").read_bytes()).hexdigest(),
+    explained = hashlib.sha1((ex.directory / "index.json").read_bytes()).hexdigest()
+    settings = {"kind": "evaluate", "methods": names, "metrics": list(chosen), "explanations_index_sha1": explained,
                 "key": np.asarray(jax.random.key_data(key)).tolist(),
                 "options": json.loads(json.dumps(options, default=repr, sort_keys=True))}
     d = stream.start_run(out_dir, settings, resume, "evaluate")
@@ -401,7 +402,7 @@ def _evaluate_stream(model, xs, ex: Explanations, chosen, targets, support, opti
 
         def maps_of(name, spatial, arrays=arrays):
             m = arrays[f"map_{names.index(name)}"]
-            return np.abs(spatial_maps(m, ex.is_spatial[name], ex.signed[name])) if spatial else m
+            return np.abs(spatial_maps(m, ex.is_spatial[name], ex.reduce[name])) if spatial else m
 
         sup = None if sup_all is None else np.asarray(sup_all[lo:hi])
         scores, h = _evaluate_chunk(model, x, maps_of, {n: ex.methods.get(n) for n in names}, t, sup, chosen,

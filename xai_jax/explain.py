@@ -57,8 +57,8 @@ def _has_layer(model, x_shape: tuple[int, ...], dtype) -> str | None:
     return None
 
 
-def resolve_methods(model: Any, methods: Any, ctx: Context, x_shape: tuple[int, ...], dtype) -> tuple[dict[str, Method], dict[str, MethodSpec | None],
-                                                                    dict[str, str]]:
+def resolve_methods(model: Any, methods: Any, ctx: Context, x_shape: tuple[int, ...],
+                    dtype) -> tuple[dict[str, Method], dict[str, MethodSpec | None], dict[str, str]]:
     """(name -> Method, name -> its registry spec or None, skipped name -> reason)."""
     skipped: dict[str, str] = {}
     if isinstance(methods, str) and methods in METHOD_SETS:
@@ -139,7 +139,7 @@ class Explanations(Mapping):
                  methods: Mapping[str, Any], ms_per_input: Mapping[str, float] | None = None,
                  skipped: Mapping[str, str] | None = None, labels: np.ndarray | None = None,
                  directory: Path | None = None, signed: Mapping[str, bool] | None = None,
-                 spatial: Mapping[str, bool] | None = None):
+                 spatial: Mapping[str, bool] | None = None, reduce: Mapping[str, str] | None = None):
         self._maps = dict(maps) if maps is not None else None
         self._targets = targets
         self._labels = labels
@@ -150,6 +150,7 @@ class Explanations(Mapping):
         self.signed = dict(signed or {n: bool(getattr(m, "signed", True)) for n, m in self.methods.items()})
         self.is_spatial = dict(spatial or {n: getattr(m, "output", "input") == "spatial"
                                            for n, m in self.methods.items()})
+        self.reduce = {n: "sum" for n in self.methods} | dict(reduce or {})
 
     # ------------------------------------------------------------------ Mapping
     def __getitem__(self, name: str) -> np.ndarray:
@@ -191,8 +192,9 @@ class Explanations(Mapping):
 
     def spatial(self, name: str) -> np.ndarray:
         """The maps of `name` with one value per position: spatial maps as they are; input-shaped
-        maps summed over the channel axis (the last), of |map| for unsigned methods."""
-        return spatial_maps(self[name], self.is_spatial[name], self.signed[name])
+        maps summed over the channel axis (the last), or their |map| summed for the methods
+        whose registry entry says reduce="abs_sum" (saliency, SmoothGrad)."""
+        return spatial_maps(self[name], self.is_spatial[name], self.reduce[name])
 
     # ------------------------------------------------------------------ streamed runs
     def _index(self) -> dict:
@@ -223,16 +225,21 @@ class Explanations(Mapping):
         index = json.loads((d / "index.json").read_text())
         names = index["methods"]
         return cls(None, None, methods={n: None for n in names}, directory=d, skipped=index.get("skipped"),
-                   signed=dict(zip(names, index["signed"])), spatial=dict(zip(names, index["spatial"])))
+                   signed=dict(zip(names, index["signed"])), spatial=dict(zip(names, index["spatial"])),
+                   reduce=dict(zip(names, index["reduce"])))
 
 
-def spatial_maps(maps: np.ndarray, is_spatial: bool, signed: bool) -> np.ndarray:
+def spatial_maps(maps: np.ndarray, is_spatial: bool, reduce: str = "sum") -> np.ndarray:
     """One value per position: spatial maps unchanged; input-shaped (N, ..., C) maps summed
-    over the channel axis (of |map| when the method is unsigned, e.g. saliency)."""
+    over the (last) channel axis ("sum") or their magnitudes summed ("abs_sum")."""
     maps = np.asarray(maps)
     if is_spatial:
         return maps
-    return maps.sum(-1) if signed else np.abs(maps).sum(-1)
+    return maps.sum(-1) if reduce == "sum" else np.abs(maps).sum(-1)
+
+
+def _reductions(specs: Mapping[str, MethodSpec | None]) -> dict[str, str]:
+    return {n: (s.reduce if s is not None else "sum") for n, s in specs.items()}
 
 
 def _resolve_targets(targets: Any, who: str) -> Any:
@@ -284,12 +291,15 @@ def _host_method(method, x, t, key, first_index, times, name):
     """A method that runs per input on the host (XRAI): the first input compiles its parts."""
     call = (lambda i: method(x[i], int(t[i]), jax.random.fold_in(key, first_index + i))) if key is not None \
         else (lambda i: method(x[i], int(t[i])))
-    first = np.asarray(call(0))
     t0 = time.perf_counter()
+    first = np.asarray(call(0))
+    t1 = time.perf_counter()
     rest = [np.asarray(call(i)) for i in range(1, len(x))]
     acc = times.setdefault(name, [0.0, 0, 0.0, 0])
-    acc[0] += time.perf_counter() - t0
+    acc[0] += time.perf_counter() - t1
     acc[1] += len(rest)
+    acc[2] += t1 - t0
+    acc[3] += 1
     return np.stack([first, *rest])
 
 
@@ -360,7 +370,8 @@ def explain(model: Any, xs: Any, methods: Any = "default", targets: Any = None, 
         t = _targets_for(targets, None, 0, len(x), f, np.asarray(x))
         times: dict = {}
         maps = _run_methods(built, specs, ctx, x, t, key, 0, batch_size, progress, times)
-        return Explanations(dict(zip(built, maps)), t, methods=built, ms_per_input=_ms(times), skipped=skipped)
+        return Explanations(dict(zip(built, maps)), t, methods=built, ms_per_input=_ms(times), skipped=skipped,
+                            reduce=_reductions(specs))
     return _explain_stream(model, f, xs, methods, targets, key=key, batch_size=batch_size, light=light,
                            references=references, channel_axis=channel_axis, out_dir=out_dir,
                            shard_size=shard_size, resume=resume, progress=progress)
@@ -424,7 +435,7 @@ def _explain_stream(model, f, xs, methods, targets, *, key, batch_size, light, r
     signed = [bool(getattr(m, "signed", True)) for m in built.values()]
     spatial = [getattr(m, "output", "input") == "spatial" for m in built.values()]
     stream.finish_run(d, {"kind": "explain", "methods": list(built), "signed": signed, "spatial": spatial,
-                          "skipped": skipped}, "explain")
+                          "reduce": [_reductions(specs)[n] for n in built], "skipped": skipped}, "explain")
     ex = Explanations.load(d)
     ex.methods = dict(built)
     ex.ms_per_input = _ms(times)

@@ -54,6 +54,9 @@ class MethodSpec:
     image_only: only for images (ndim 2).
     host: runs per input on the host (not under jit/vmap), e.g. XRAI's segmentation.
     batch_size: inputs per compiled call for (signals, images).
+    keyed, signed: as the Method's fields. reduce: how input-shaped maps become one value per
+      position (Explanations.spatial): "sum" over channels (signed evidence) or "abs_sum"
+      (magnitude: saliency and SmoothGrad, as displayed by Simonyan et al. and Smilkov et al.).
     """
 
     name: str
@@ -68,6 +71,9 @@ class MethodSpec:
     host: bool = False
     batch_size: tuple[int, int] = (100, 16)
     all: bool = True  # in explain's "all" set
+    keyed: bool = False  # its Method takes a key (as Method.keyed; declared so that suites know before building)
+    signed: bool = True  # its maps carry negative evidence (as Method.signed)
+    reduce: str = "sum"  # input-shaped maps to one value per position: "sum" over channels or "abs_sum"
 
     def batch(self, ctx: Context) -> int:
         return self.batch_size[1 if ctx.image else 0]
@@ -135,41 +141,45 @@ def _builtin() -> None:
 
     def rise(model, ctx):
         n = (500 if ctx.light else 8000) if ctx.image else 2000
-        return A.rise(f(model), n_masks=n, grid=7 if ctx.image else 8, chunk_size=100 if ctx.image else 500)
+        return A.rise(f(model), n_masks=n, grid=min(7 if ctx.image else 8, ctx.size),
+                      chunk_size=100 if ctx.image else 500)
 
     chunk = lambda ctx, n: n if ctx.image else None  # noqa: E731
     specs = [
         MethodSpec("Grad-CAM", "grad_cam", lambda m, c: A.grad_cam(m), "cam",
-                   "Selvaraju et al. 2017", default=True, layer=True, batch_size=(100, 16)),
+                   "Selvaraju et al. 2017", default=True, layer=True, batch_size=(100, 16), signed=False),
         MethodSpec("Grad-CAM++", "grad_cam_plus_plus", lambda m, c: A.grad_cam_plus_plus(m), "cam",
-                   "Chattopadhay et al. 2018", default=True, layer=True),
+                   "Chattopadhay et al. 2018", default=True, layer=True, signed=False),
         MethodSpec("Integrated Gradients", "integrated_gradients", ig, "path",
                    "Sundararajan et al. 2017", default=True, batch_size=(100, 4)),
         MethodSpec("Saliency", "saliency", lambda m, c: A.saliency(f(m)), "gradient",
-                   "Simonyan et al. 2014", default=True),
+                   "Simonyan et al. 2014", default=True, reduce="abs_sum"),
         MethodSpec("Gradient x Input", "gradient_x_input", lambda m, c: A.gradient_x_input(f(m)), "gradient",
                    "Shrikumar et al. 2016", default=True),
         MethodSpec("SmoothGrad", "smoothgrad",
                    lambda m, c: A.smoothgrad(A.saliency(f(m)), n_samples=16 if c.light and c.image else 32,
                                              sigma=0.15), "gradient",
-                   "Smilkov et al. 2017", default=True, batch_size=(100, 2)),
+                   "Smilkov et al. 2017", default=True, batch_size=(100, 2), keyed=True, reduce="abs_sum"),
         MethodSpec("RISE", "rise", rise, "perturbation", "Petsiuk et al. 2018", default=True,
-                   batch_size=(20, 1)),
+                   batch_size=(20, 1), keyed=True, signed=False),
         MethodSpec("Score-CAM", "score_cam", lambda m, c: A.score_cam(m, chunk_size=chunk(c, 32)), "cam",
-                   "Wang et al. 2020", default=True, layer=True, batch_size=(100, 2)),
+                   "Wang et al. 2020", default=True, layer=True, batch_size=(100, 2), signed=False),
         MethodSpec("SISE", "sise", lambda m, c: A.sise(m, chunk_size=chunk(c, 32)), "cam",
-                   "Sattarzadeh et al. 2021", default=True, layer=True, batch_size=(50, 1)),
+                   "Sattarzadeh et al. 2021", default=True, layer=True, batch_size=(50, 1), signed=False),
         MethodSpec("Occlusion", "occlusion", occlusion, "perturbation", "Zeiler & Fergus 2014",
                    default=True, batch_size=(100, 4)),
-        MethodSpec("HiResCAM", "hires_cam", lambda m, c: A.hires_cam(m), "cam", "Draelos & Carin 2020", layer=True),
-        MethodSpec("XGrad-CAM", "xgrad_cam", lambda m, c: A.xgrad_cam(m), "cam", "Fu et al. 2020", layer=True),
-        MethodSpec("LayerCAM", "layer_cam", lambda m, c: A.layer_cam(m), "cam", "Jiang et al. 2021", layer=True),
+        MethodSpec("HiResCAM", "hires_cam", lambda m, c: A.hires_cam(m), "cam", "Draelos & Carin 2020",
+                   layer=True, signed=False),
+        MethodSpec("XGrad-CAM", "xgrad_cam", lambda m, c: A.xgrad_cam(m), "cam", "Fu et al. 2020",
+                   layer=True, signed=False),
+        MethodSpec("LayerCAM", "layer_cam", lambda m, c: A.layer_cam(m), "cam", "Jiang et al. 2021",
+                   layer=True, signed=False),
         MethodSpec("Grad-CAM (element-wise)", "grad_cam_element_wise", lambda m, c: A.grad_cam_element_wise(m),
-                   "cam", "pytorch-grad-cam's GradCAMElementWise", layer=True),
+                   "cam", "pytorch-grad-cam's GradCAMElementWise", layer=True, signed=False),
         MethodSpec("EigenCAM", "eigen_cam", lambda m, c: A.eigen_cam(m), "cam", "Muhammad & Yeasin 2020",
-                   layer=True),
+                   layer=True, signed=False),
         MethodSpec("AblationCAM", "ablation_cam", lambda m, c: A.ablation_cam(m, chunk_size=chunk(c, 16)), "cam",
-                   "Desai & Ramaswamy 2020", layer=True, batch_size=(100, 2)),
+                   "Desai & Ramaswamy 2020", layer=True, batch_size=(100, 2), signed=False),
         MethodSpec("Guided IG", "guided_ig",
                    lambda m, c: A.guided_ig(f(m), steps=50 if c.light and c.image else 200), "path",
                    "Kapishnikov et al. 2021", batch_size=(100, 2)),
@@ -177,13 +187,13 @@ def _builtin() -> None:
                    lambda m, c: A.expected_gradients(f(m), baselines=c.references,
                                                      n_samples=16 if c.light and c.image else 64,
                                                      chunk_size=chunk(c, 16)),
-                   "path", "Erion et al. 2021", needs_references=True, batch_size=(100, 2)),
+                   "path", "Erion et al. 2021", needs_references=True, batch_size=(100, 2), keyed=True),
         MethodSpec("Blur IG", "blur_ig",
                    lambda m, c: A.blur_ig(f(m), steps=32 if c.light else 100, chunk_size=16), "path",
                    "Xu et al. 2020", image_only=True, batch_size=(1, 1)),
         MethodSpec("XRAI", "xrai",
                    lambda m, c: A.xrai(A.integrated_gradients(f(m), steps=32 if c.light else 64)), "region",
-                   "Kapishnikov et al. 2019", image_only=True, host=True, batch_size=(1, 1)),
+                   "Kapishnikov et al. 2019", image_only=True, host=True, batch_size=(1, 1), signed=False),
     ]
     for s in specs:
         register(s)

@@ -114,8 +114,8 @@ def test_resume_with_other_settings_names_them(tmp_path):
 @pytest.mark.memcheck
 def test_memory_is_independent_of_n(tmp_path):
     """RSS(20,000 inputs) - RSS(2,000) <= 64 MB, each a fresh process."""
-    small = _run(tmp_path / "small", 2000, 500, "--rss")
-    big = _run(tmp_path / "big", 20000, 500, "--rss")
+    small = _run(tmp_path / "small", 2000, 250, "--rss")
+    big = _run(tmp_path / "big", 20000, 250, "--rss")
     for r in (small, big):
         assert r.returncode == 0, r.stderr[-3000:]
     rss = [float(next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("RSS_MB")))

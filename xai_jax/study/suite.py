@@ -7,7 +7,6 @@ every metric, with bootstrap confidence intervals and a per-class breakdown.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,30 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution import (
-    ablation_cam,
-    attribute,
-    blur_ig,
-    eigen_cam,
-    expected_gradients,
-    grad_cam,
-    grad_cam_element_wise,
-    grad_cam_plus_plus,
-    gradient_x_input,
-    guided_ig,
-    hires_cam,
-    integrated_gradients,
-    layer_cam,
-    model_fn,
-    saliency,
-    smoothgrad,
-    xgrad_cam,
-    xrai,
-)
-from xai_jax.attribution.feature_masks import score_cam, sise
-from xai_jax.attribution.perturbation import occlusion, rise
+from xai_jax import registry
+from xai_jax.adapters.base import Model
+from xai_jax.attribution import grad_cam, integrated_gradients, model_fn
+from xai_jax.attribution.perturbation import rise
 from xai_jax.batching import run_in_batches
 from xai_jax.checks import check_batch, check_callable, check_int, num_outputs
+from xai_jax.evaluate import Results
+from xai_jax.explain import explain
 from xai_jax.metrics import (
     bootstrap_ci,
     cascading_randomisation,
@@ -72,140 +55,95 @@ def _channel_abs_sum(a):
     return np.abs(a).sum(-1)
 
 
-DEFAULT_METHODS = ("Grad-CAM", "Grad-CAM++", "Integrated Gradients", "Saliency", "Gradient x Input", "SmoothGrad",
-                   "RISE", "Score-CAM", "SISE", "Occlusion")
-MORE_METHODS = ("HiResCAM", "XGrad-CAM", "LayerCAM", "Grad-CAM (element-wise)", "EigenCAM", "AblationCAM",
-                "Guided IG", "Expected Gradients", "Blur IG", "XRAI")
-IMAGE_ONLY = ("Blur IG", "XRAI")
+DEFAULT_METHODS = tuple(registry.names("default"))
+MORE_METHODS = tuple(n for n in registry.names("all", registry.Context(ndim=2, references=np.zeros(1)))
+                     if n not in DEFAULT_METHODS)
+IMAGE_ONLY = tuple(n for n, s in registry.REGISTRY.items() if s.image_only)
+_REDUCE = {True: _channel_sum, False: _channel_abs_sum}
+
+
+def _as_model(model: Any, params: Any) -> Any:
+    """A linen module with a parameter set as an adapted model; any other model as it is."""
+    return model if params is None else Model(model, params)
 
 
 def method_suite(model: Any, params: Any = None, *, ndim: int, study: bool = False,
                  rise_masks: int | None = None, light: bool = False, image_size: int = 224,
                  methods: str | Sequence[str] = "default",
                  references: np.ndarray | None = None) -> dict[str, SuiteEntry]:
-    """The methods compared, with settings suited to 1-D signals (ndim=1) or images (ndim=2).
+    """The methods compared: xai_jax.registry's methods with its settings for 1-D signals
+    (ndim=1) or images (ndim=2), as SuiteEntries (build(params) -> Method).
 
     model: a flax.linen module (each entry is then built per parameter set, entry.build(params))
     or any model the adapters take (xai_jax.Model for linen with batch_stats, NNX, Equinox with
     State, Haiku): then pass params=None to explain_all and sanity_all.
 
-    methods: "default" (DEFAULT_METHODS: the study's methods and the classic ones), "all"
-    (adds MORE_METHODS: the rest of the CAM family, Guided IG, Expected Gradients and, for
-    images only, Blur IG and XRAI) or a list of names. Expected Gradients draws its baselines
-    from `references` (e.g. training inputs) and is left out when none are given.
-    light=True trades accuracy for speed on images (CPU runs): IG 32 steps, SmoothGrad 16
-    samples, RISE 500 masks, occlusion windows of a quarter of the image (stride half that);
-    otherwise windows of 1/14 of the image (16 pixels at 224); Guided IG 50 steps (else 200),
-    Expected Gradients 16 samples (else 64), Blur IG 32 steps (else 100).
+    methods: "default" (registry.names("default")), "all" (every registered method that
+    applies: image-only methods on images, Expected Gradients with `references`) or a list of
+    names. rise_masks overrides RISE's mask count. light=True trades accuracy for speed on
+    images (see xai_jax.registry).
     study=True adds the study's own variants: Grad-CAM of the softmax score, and its faulty
     IG (tf-explain: 11 equally weighted nodes including both ends, softmax score, no
     (x - baseline) factor, |.| summed over channels).
     """
     del params  # methods are built per parameter set (see SuiteEntry.build)
-    image = ndim == 2
-    available = DEFAULT_METHODS + tuple(m for m in MORE_METHODS if image or m not in IMAGE_ONLY)
+    ctx = registry.Context(ndim=ndim, size=image_size if ndim == 2 else 40, light=light and ndim == 2,
+                           references=references)
+    available = registry.names("all", registry.Context(ndim=ndim, references=np.zeros(1)))
     if methods == "default":
         chosen = DEFAULT_METHODS
     elif methods == "all":
-        chosen = tuple(m for m in available if m != "Expected Gradients" or references is not None)
+        chosen = tuple(registry.names("all", ctx))
     elif isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
         raise ValueError(f"methods must be 'default', 'all' or a list of method names, got {methods!r}")
     else:
         unknown = [m for m in methods if m not in available]
         if unknown:
-            raise ValueError(f"unknown methods {unknown} for {'images' if image else '1-D signals'}; "
+            raise ValueError(f"unknown methods {unknown} for {'images' if ndim == 2 else '1-D signals'}; "
                              f"choose from {list(available)}")
         if "Expected Gradients" in methods and references is None:
             raise ValueError("Expected Gradients needs references= (baseline inputs, e.g. training samples)")
         chosen = tuple(methods)
-    f = lambda p: model_fn(model, p)  # noqa: E731
-    n_rise = rise_masks or (8000 if image else 2000)
-    light = light and image
-    if light and rise_masks is None:
-        n_rise = 500
-    ig_steps, sg_samples = (32, 16) if light else (64, 32)
-    side = max(1, image_size // (4 if light else 14))  # 56 / 16 pixels at 224
-    window, stride = (side, side), (max(1, side // 2),) * 2
-    cam_batch = 16 if image else 100
-    builders = {
-        "Grad-CAM": lambda: SuiteEntry("Grad-CAM", lambda p: grad_cam(model, p), batch_size=100),
-        "Grad-CAM++": lambda: SuiteEntry("Grad-CAM++", lambda p: grad_cam_plus_plus(model, p), batch_size=100),
-        "Integrated Gradients": lambda: SuiteEntry(
-            "Integrated Gradients",
-            lambda p: integrated_gradients(f(p), steps=ig_steps, rule="trapezoid",
-                                           chunk_size=32 if image and not light else None),
-            reduce=_channel_sum, batch_size=(1 if light else 4) if image else 100, signed=True),
-        "Saliency": lambda: SuiteEntry("Saliency", lambda p: saliency(f(p)), reduce=_channel_abs_sum),
-        "Gradient x Input": lambda: SuiteEntry("Gradient x Input", lambda p: gradient_x_input(f(p)),
-                                           reduce=_channel_sum, signed=True),
-        "SmoothGrad": lambda: SuiteEntry("SmoothGrad", lambda p: smoothgrad(saliency(f(p)), n_samples=sg_samples,
-                                                                        sigma=0.15),
-                                     keyed=True, reduce=_channel_abs_sum, batch_size=2 if image else 100),
-        "RISE": lambda: SuiteEntry("RISE", lambda p: rise(f(p), n_masks=n_rise, grid=7 if image else 8,
-                                                     chunk_size=100 if image else 500),
-                               keyed=True, batch_size=1 if image else 20),
-        "Score-CAM": lambda: SuiteEntry("Score-CAM", lambda p: score_cam(model, p, chunk_size=32 if image else None),
-                                    batch_size=2 if image else 100),
-        "SISE": lambda: SuiteEntry("SISE", lambda p: sise(model, p, chunk_size=32 if image else None),
-                               batch_size=1 if image else 50),
-        "Occlusion": lambda: SuiteEntry("Occlusion", lambda p: occlusion(f(p), window=window if image else 4,
-                                                                    stride=stride if image else 1,
-                                                                    chunk_size=64 if image else None),
-                                    batch_size=4 if image else 100, signed=True),
-        "HiResCAM": lambda: SuiteEntry("HiResCAM", lambda p: hires_cam(model, p), batch_size=cam_batch),
-        "XGrad-CAM": lambda: SuiteEntry("XGrad-CAM", lambda p: xgrad_cam(model, p), batch_size=cam_batch),
-        "LayerCAM": lambda: SuiteEntry("LayerCAM", lambda p: layer_cam(model, p), batch_size=cam_batch),
-        "Grad-CAM (element-wise)": lambda: SuiteEntry("Grad-CAM (element-wise)",
-                                                  lambda p: grad_cam_element_wise(model, p), batch_size=cam_batch),
-        "EigenCAM": lambda: SuiteEntry("EigenCAM", lambda p: eigen_cam(model, p), batch_size=cam_batch),
-        "AblationCAM": lambda: SuiteEntry("AblationCAM",
-                                          lambda p: ablation_cam(model, p, chunk_size=16 if image else None),
-                                          batch_size=2 if image else 100),
-        "Guided IG": lambda: SuiteEntry("Guided IG", lambda p: guided_ig(f(p), steps=50 if light else 200),
-                                    reduce=_channel_sum, batch_size=2 if image else 100, signed=True),
-        "Expected Gradients": lambda: SuiteEntry(
-            "Expected Gradients",
-            lambda p: expected_gradients(f(p), baselines=references, n_samples=16 if light else 64,
-                                         chunk_size=16 if image else None),
-            keyed=True, reduce=_channel_sum, batch_size=2 if image else 100, signed=True),
-        "Blur IG": lambda: SuiteEntry("Blur IG", lambda p: blur_ig(f(p), steps=32 if light else 100, chunk_size=16),
-                                  reduce=_channel_sum, batch_size=1, signed=True),
-        "XRAI": lambda: SuiteEntry("XRAI", lambda p: xrai(integrated_gradients(f(p), steps=ig_steps)), host=True),
-    }
-    suite = {name: builders[name]() for name in chosen}
+
+    def entry(name: str) -> SuiteEntry:
+        spec = registry.REGISTRY[name]
+        build = spec.build
+        if name == "RISE" and rise_masks is not None:
+            grid = 7 if ndim == 2 else 8
+            build = lambda m, c: rise(model_fn(m), n_masks=rise_masks, grid=min(grid, c.size),  # noqa: E731
+                                      chunk_size=100 if ndim == 2 else 500)
+        signed = spec.signed and spec.reduce == "sum"  # IG, gradient x input, occlusion, ...: negative evidence
+        return SuiteEntry(name, lambda p, b=build: b(_as_model(model, p), ctx), keyed=spec.keyed,
+                          batch_size=spec.batch(ctx), signed=signed, host=spec.host,
+                          reduce=_channel_sum if spec.reduce == "sum" else _channel_abs_sum)
+
+    suite = {name: entry(name) for name in chosen}
     if study:
         suite["Study Grad-CAM (softmax)"] = SuiteEntry(
-            "Study Grad-CAM (softmax)", lambda p: grad_cam(model, p, score="softmax"))
+            "Study Grad-CAM (softmax)", lambda p: grad_cam(_as_model(model, p), score="softmax"))
         suite["Study IG (faulty)"] = SuiteEntry(
             "Study IG (faulty)",
-            lambda p: integrated_gradients(f(p), steps=11, rule="linspace_mean", score="softmax",
-                                           multiply_by_inputs=False),
-            reduce=_channel_abs_sum, batch_size=4 if image else 100)
+            lambda p: integrated_gradients(model_fn(_as_model(model, p)), steps=11, rule="linspace_mean",
+                                           score="softmax", multiply_by_inputs=False),
+            reduce=_channel_abs_sum, batch_size=4 if ndim == 2 else 100)
     return suite
 
 
 def explain_all(suite: dict[str, SuiteEntry], params: Any, xs: np.ndarray, targets: np.ndarray, *,
                 key: jax.Array, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Maps (N, *spatial) per method and milliseconds per input (compile excluded: one batch
-    is run first to compile, then the whole set is timed)."""
-    maps, ms = {}, {}
-    for name, m in suite.items():
-        fn = m.build(params)
-        if m.host:  # per input on the host (XRAI): first input compiles its jitted parts
-            fn(xs[0], targets[0])
-            t0 = time.perf_counter()
-            out = np.stack([np.asarray(fn(x, t)) for x, t in zip(xs, targets)])
-            ms[name] = 1e3 * (time.perf_counter() - t0) / len(xs)
-            maps[name] = m.reduce(out)
-            continue
-        k = key if m.keyed else None
-        bs = min(m.batch_size, len(xs))
-        attribute(fn, xs[:bs], targets[:bs], batch_size=bs, key=k, progress=False)  # compile
-        t0 = time.perf_counter()
-        out = attribute(fn, xs, targets, batch_size=bs, key=k, progress=progress)
-        ms[name] = 1e3 * (time.perf_counter() - t0) / len(xs)
-        maps[name] = m.reduce(out)
-    return maps, ms
+    """Maps (N, *spatial) per method and milliseconds per input (compile excluded):
+    xai_jax.explain over the suite's Methods, input-shaped maps reduced by each entry's rule."""
+    specs = {name: registry.MethodSpec(name, name, lambda m, c, e=e: e.build(params), "suite", "",
+                                       batch_size=(e.batch_size, e.batch_size), host=e.host, keyed=e.keyed)
+             for name, e in suite.items()}
+    ex = explain(_identity, xs, specs, np.asarray(targets), key=key, progress=progress)
+    maps = {name: (ex[name] if ex.is_spatial[name] or np.ndim(ex[name]) == np.ndim(xs) - 1 else e.reduce(ex[name]))
+            for name, e in suite.items()}
+    return maps, ex.ms_per_input
+
+
+def _identity(x):  # explain_all's targets are given: the model is never called
+    return x
 
 
 LOCALISATION = ("pointing_game", "relevance_mass", "relevance_mass_min", "auroc")
@@ -272,8 +210,13 @@ def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.
     classes = np.unique(ys)
     per_class = {name: {metric: {int(c): float(v[ys == c].mean()) for c in classes}
                         for metric, v in values.items()} for name, values in per_input.items()}
+    lower = ("drop", "deletion_auc", "completeness_error")
+    results = Results.from_scores({(name, metric, metric): v for name, values in per_input.items()
+                                   for metric, v in values.items()},
+                                  {metric: not metric.startswith(lower) for values in per_input.values()
+                                   for metric in values})
     return {"per_input": per_input, "summary": summary, "per_class": per_class, "curves": curves,
-            "shares": shares, "signed": sorted(signed & set(maps))}
+            "shares": shares, "signed": sorted(signed & set(maps)), "results": results}
 
 
 def sanity_all(suite: dict[str, SuiteEntry], model: Any, params: Any, xs: np.ndarray, targets: np.ndarray,
