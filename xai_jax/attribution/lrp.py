@@ -86,9 +86,9 @@ def _ratio(r, z, eps):
     return jnp.where(den == 0, 0.0, r / jnp.where(den == 0, 1.0, den))
 
 
-def _terms(layer: Layer, r, terms) -> list:
-    """For terms [(input, weight, bias, gamma, denominator index)], the pullbacks
-    L_k^T(r / stab(den)) where den is the sum of outputs in each group."""
+def _terms(layer: Layer, r, terms) -> tuple[list, list]:
+    """(outputs, pullbacks) of the modified layer for each term (input, weight modifier, bias,
+    gamma), as Zennit's BasicHook evaluates its input and parameter modifiers."""
     outs, pulls = [], []
     for u, weight, bias, gamma in terms:
         o, pull = jax.vjp(lambda v, w=weight, b=bias, g=gamma: layer.out(v, w, b, g), u)
