@@ -194,6 +194,18 @@ def _builtin() -> None:
         MethodSpec("XRAI", "xrai",
                    lambda m, c: A.xrai(A.integrated_gradients(f(m), steps=32 if c.light else 64)), "region",
                    "Kapishnikov et al. 2019", image_only=True, host=True, batch_size=(1, 1), signed=False),
+        MethodSpec("Guided Backprop", "guided_backprop", lambda m, c: A.guided_backprop(f(m)), "propagation",
+                   "Springenberg et al. 2015"),
+        MethodSpec("Deconvnet", "deconvnet", lambda m, c: A.deconvnet(f(m)), "propagation", "Zeiler & Fergus 2014"),
+        MethodSpec("Guided Grad-CAM", "guided_grad_cam", lambda m, c: A.guided_grad_cam(m), "propagation",
+                   "Selvaraju et al. 2017", layer=True),
+        MethodSpec("DeepLIFT", "deeplift", lambda m, c: A.deeplift(f(m)), "propagation",
+                   "Shrikumar et al. 2017 (Rescale rule)"),
+        MethodSpec("DeepLiftShap", "deeplift_shap",  # at most 16 references: one DeepLIFT pass each
+                   lambda m, c: A.deeplift_shap(f(m), baselines=np.asarray(c.references)[:16]), "propagation",
+                   "Shrikumar et al. 2017; Lundberg & Lee 2017", needs_references=True, batch_size=(100, 2)),
+        MethodSpec("LRP", "lrp", lambda m, c: A.lrp(f(m), composite="EpsilonPlus"), "propagation",
+                   "Bach et al. 2015; Montavon et al. 2019 (EpsilonPlus)"),
     ]
     for s in specs:
         register(s)
