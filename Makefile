@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo smoke test test-extra fuzz memcheck peers scripts setup setup-tfds reproduce benchmark hmt clean
+.PHONY: demo smoke test test-extra fuzz memcheck peers scripts docs doctest-md setup setup-tfds reproduce benchmark hmt clean
 
 # dm-haiku goes in with --no-deps: its metadata pulls jax extras that would replace the pinned jax
 # (absl-py, its one other dependency, comes with requirements.txt)
@@ -36,7 +36,7 @@ smoke: $(STAMP)
 # every compiled program), removed afterwards; XLA's slow optimisation passes off, since a test's
 # programs are small and run a few times, so compiling them is most of the suite's time. The
 # marked checks have their own targets.
-FAST := not (fuzz or memcheck or peers or benchmark or scripts)
+FAST := not (fuzz or memcheck or peers or benchmark or scripts or docs)
 PYTEST = cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
 	JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 JAX_DISABLE_MOST_OPTIMIZATIONS=1 \
@@ -61,7 +61,25 @@ peers: $(STAMP)
 scripts: $(STAMP)
 	@$(PYTEST) -m scripts tests
 
-# every marked check (CI): fuzz, memcheck, peers, the study scripts and the speed scripts' quick runs
+# every ```python block of README.md and docs/*.md, in order, one fresh interpreter per file
+doctest-md: $(STAMP)
+	@$(PYTEST) -m docs tests/test_docs.py
+
+# the documentation site (guides, results, API reference from the docstrings) into site/, strict:
+# a broken link, anchor or API reference fails. Its own venv, from requirements-docs.txt.
+DOCS_VENV ?= .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+$(DOCS_STAMP): requirements-docs.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install -q -r requirements-docs.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+
+# every marked check (CI): fuzz, memcheck, peers, the study scripts, the speed scripts' quick runs and
+# the docs' python blocks
 test-extra: $(STAMP)
 	@$(PYTEST) -m "not ($(FAST))" tests || [ $$? -eq 5 ]
 

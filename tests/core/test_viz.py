@@ -1,8 +1,5 @@
 """xai_jax.viz: rendered pixels checked against what the figure must show."""
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import xai_jax.viz as viz  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 H = W = 12
 YY, XX = np.mgrid[:H, :W]
 BUMP = np.exp(-((YY - 3) ** 2 + (XX - 8) ** 2) / 4.0)  # hottest at row 3, column 8
@@ -251,11 +247,3 @@ def test_bad_inputs_name_the_argument(call, match):
         call()
     plt.close("all")
 
-
-def test_the_guides_python_blocks_run_in_order(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = (ROOT / "docs" / "viz.md").read_text()
-    namespace: dict = {}
-    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
-        exec(compile(block, "docs/viz.md", "exec"), namespace)
-    plt.close("all")
