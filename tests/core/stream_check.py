@@ -1,6 +1,6 @@
 """A streamed explain + evaluate run in its own process (killed and resumed by test_stream.py).
 
-usage: stream_check.py OUT_DIR N SHARD [--rss]
+usage: stream_check.py OUT_DIR N SHARD [--rss] [--process P --port PORT]  (2 processes)
 Inputs: N MNIST-1D-shaped signals (40, 1) drawn per batch of 100 from seeded NumPy generators
 (a zero-argument callable source: nothing held in memory); model: a small fixed 1-D CNN as a
 plain function. Methods: saliency (unkeyed) and RISE (keyed). Prints DONE and, with --rss, the
@@ -11,6 +11,11 @@ import resource
 import sys
 
 import jax
+
+if "--process" in sys.argv:  # one of two processes under jax.distributed, sharing OUT_DIR
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{sys.argv[sys.argv.index('--port') + 1]}",
+                               num_processes=2, process_id=int(sys.argv[sys.argv.index("--process") + 1]))
 import jax.numpy as jnp
 import numpy as np
 

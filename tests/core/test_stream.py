@@ -50,6 +50,28 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path):
     assert [k for k in a if a[k] != b[k]] == []
 
 
+@pytest.mark.xdist_group("stream")
+def test_two_processes_write_the_files_of_one(tmp_path):
+    """jax.distributed with 2 CPU processes: each writes its shards (k % 2 == its index),
+    process 0 the index; the directory is bitwise the one process's."""
+    from tests.core.test_multiprocess import _free_port
+    one, two = tmp_path / "one", tmp_path / "two"
+    r = _run(one, 600, 100)
+    assert r.returncode == 0 and "DONE" in r.stdout, r.stderr[-3000:]
+    port = str(_free_port())
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(two), "600", "100", "--process", str(p), "--port",
+                               port], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for p in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0 and "DONE" in log, log[-3000:]
+    a, b = _files(one), _files(two)
+    assert sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []
+
+
 def test_shards_have_fixed_boundaries_whatever_the_batches():
     x = np.arange(23 * 2, dtype=np.float32).reshape(23, 2, 1)
     y = np.arange(23)
