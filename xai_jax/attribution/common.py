@@ -211,11 +211,12 @@ def upsample(maps: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
 
 
 # Input elements one vmapped pass evaluates when chunk_size="auto" (the default of the methods
-# that evaluate the model many times per input): about 8 MiB of float32 inputs for gradients,
-# 32 MiB for forwards. A small CNN's activations multiply that by ~10-80 (the study's VGG-7 at
-# 224 x 224 x 3: ~85 MB per gradient, ~12 MB per forward), so a pass stays near 1 GB there,
-# while small inputs (MNIST-1D: 40 values) evaluate everything in one vmap as before.
-PASS_ELEMENTS = {"gradient": 1 << 21, "forward": 1 << 23}
+# and metrics that evaluate the model many times per input): 8 MiB of float32 inputs for
+# gradients, 16 MiB for forwards. A small CNN's activations multiply that by ~10-140 (the
+# study's VGG-7 at 224 x 224 x 3: ~85 MB per gradient, ~12 MB per forward), so a pass stays
+# near 1 GB there (13 gradients or 27 forwards), while small inputs (MNIST-1D: 40 values)
+# evaluate everything in one vmap as before.
+PASS_ELEMENTS = {"gradient": 1 << 21, "forward": 1 << 22}
 
 
 def check_chunk_size(chunk_size: Any, name: str = "chunk_size") -> int | str | None:

@@ -192,7 +192,7 @@ def occlusion(
     leave positions no window covers (their map 0): a ValueError, unless allow_gaps=True.
     channel_axis: x's channel axis (-1; 0 for channels-first models). chunk_size: windows per
     vmapped pass (None: all; "auto", the default: all when n_windows * x.size <=
-    PASS_ELEMENTS["forward"] (2**23), else 2**23 // x.size). Memory is O(chunk_size * x.size):
+    PASS_ELEMENTS["forward"] (2**22), else 2**22 // x.size). Memory is O(chunk_size * x.size):
     the map is summed window by window, with no (windows x positions) buffer.
     """
     f = as_model_function(f)

@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from xai_jax.attribution.common import score_transform
+from xai_jax.attribution.common import PASS_ELEMENTS, score_transform
 from xai_jax.batching import program_cache, run_in_batches
 from xai_jax.checks import (
     at_precision,
@@ -294,7 +294,6 @@ def gaussian_blur(x: jax.Array, sigma: float, kind: str = "gaussian", taps: int 
 
 
 DEFAULT_CURVE_POINTS = 100  # deletion_insertion's n_points (issue 20: 100 points per curve, not one per position)
-PASS_ELEMENTS = 1 << 23  # input elements (32 MB of float32) one pass of deletion_insertion evaluates
 
 
 def curve_counts(n_pos: int, n_points: int | None, step: int | None) -> np.ndarray:
@@ -352,7 +351,8 @@ def deletion_insertion(
     curves of an input with ties are the mean over tie_draws keyed orders (key, default
     jax.random.key(0)); inputs without ties use one order. precision: as drop_increase.
     Memory: the curve points of the inputs in a batch are evaluated in passes of at most
-    PASS_ELEMENTS input elements (lax.map), so peak memory does not grow with the input's
+    PASS_ELEMENTS["forward"] (2**22) input elements (attribution.common; lax.map; a pass of
+    one 224 x 224 x 3 image: 13 points, 27 forwards), so peak memory does not grow with the input's
     size, the number of points or tie_draws (a pass holds at least one point per input).
     Returns per-input curves (N, points), AUCs (N,), their means, "fractions" and "tie_share".
     """
@@ -372,11 +372,12 @@ def deletion_insertion(
         logits = f(v)
         return jnp.where(jnp.isfinite(logits).all(), s(logits)[c], jnp.nan)
 
-    def make_one(draws, rows):
+    def passes(draws, rows):
         # (draw, point) jobs of one input, evaluated `per_pass` at a time: each job is two
         # forwards (deletion, insertion), and the batch's `rows` inputs run side by side
-        jobs = draws * len(counts)
-        per_pass = max(1, min(jobs, PASS_ELEMENTS // (2 * rows * size)))
+        return max(1, min(draws * len(counts), PASS_ELEMENTS["forward"] // (2 * rows * size)))
+
+    def make_one(draws, per_pass):
 
         def one(x, m, t, kd, i):
             c = jnp.where(t < 0, jnp.argmax(f(x)), t)
@@ -397,8 +398,9 @@ def deletion_insertion(
     settings = ("deletion_insertion", tuple(counts), baseline, blur, blur_sigma, score, n_pos)
     rows_plain = min(batch_size, len(xs))  # the rows _split_run puts in one batch of each kind
     rows_tied = min(max(1, batch_size // tie_draws), len(xs))
-    plain = _runner(f, (*settings, 1, rows_plain), lambda: make_one(1, rows_plain), mesh, 5)
-    with_ties = _runner(f, (*settings, tie_draws, rows_tied), lambda: make_one(tie_draws, rows_tied), mesh, 5)
+    per_plain, per_tied = passes(1, rows_plain), passes(tie_draws, rows_tied)
+    plain = _runner(f, (*settings, 1, per_plain), lambda: make_one(1, per_plain), mesh, 5)
+    with_ties = _runner(f, (*settings, tie_draws, per_tied), lambda: make_one(tie_draws, per_tied), mesh, 5)
     arrays = (xs, maps, targets, _key_data(key, len(xs)), np.arange(len(xs), dtype=np.int32))
     deletion, insertion = _split_run(plain, with_ties, tied, arrays, batch_size, tie_draws, mesh, precision)
     _check_scores(np.concatenate([deletion, insertion], 1), "deletion_insertion")

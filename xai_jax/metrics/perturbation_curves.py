@@ -5,9 +5,9 @@ Inputs are 1-D signals (N, L, C) or images (N, H, W, C); saliency maps have the 
 shape (N, L) or (N, H, W). A "position" is one spatial location with all its channels.
 Every curve of an input is one jitted, vmapped batch of perturbed inputs, evaluated in
 sequential chunks of `chunk_size` points with lax.map to bound memory on images. The
-default chunk_size="auto" keeps one pass of a batch within PASS_ELEMENTS["forward"] (2**23)
+default chunk_size="auto" keeps one pass of a batch within PASS_ELEMENTS["forward"] (2**22)
 input elements: min(batch_size, N) rows x points x input size (all points in one vmap for
-small inputs such as MNIST-1D; 55 per pass for one 224 x 224 x 3 image); None: one vmap.
+small inputs such as MNIST-1D; 27 per pass for one 224 x 224 x 3 image); None: one vmap.
 Inputs run in fixed-size padded batches of `batch_size`.
 
 Ties: where the curve depends on the order of positions (or patches) of exactly equal
