@@ -70,8 +70,9 @@ def guided_ig(f: Callable[[jax.Array], jax.Array], *, steps: int = 200, fraction
     def gig(x, target):
         if base_array is not None and base_array.shape != x.shape:
             raise ValueError(f"baseline has shape {tuple(base_array.shape)}, expected x's shape {tuple(x.shape)}")
-        b = (base_array if base_array is not None else jnp.full_like(x, baseline)).astype(x.dtype)
-        defined = check_baseline_scores(f, b, "guided_ig")  # the path starts at b: the model must be defined there
+        # x * 0 + baseline, not a constant: XLA would constant-fold the model at a constant baseline
+        b = (base_array if base_array is not None else x * 0.0 + baseline).astype(x.dtype)
+        defined = check_baseline_scores(f, b, x, "guided_ig")  # the path starts at b: the model must be defined there
         grad_fn = jax.grad(lambda z: s(looped(z))[target])
         total = x - b
         l1_total = jnp.abs(total).sum()

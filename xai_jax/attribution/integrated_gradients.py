@@ -193,12 +193,12 @@ def resolve_baseline(baseline: Baseline, x: jax.Array, name: str = "baseline") -
     return b
 
 
-def check_baseline_scores(f: Callable, b: jax.Array, who: str) -> jax.Array:
+def check_baseline_scores(f: Callable, b: jax.Array, x: jax.Array, who: str) -> jax.Array:
     """Whether the model's scores at the baseline b are finite (a traced bool). A path method
     starts at b, so a model that is undefined there (e.g. one that standardises its input,
     (x - mean) / std, is 0/0 at a constant baseline) has no path integral: called eagerly this
     raises a ValueError naming the baseline; under jit the caller returns a NaN map."""
-    ok = jnp.isfinite(f(b)).all()
+    ok = jnp.isfinite(f(b + 0.0 * x)).all()  # tied to x: XLA would constant-fold the model at a constant b
     if is_concrete(ok) and not bool(ok):
         raise ValueError(f"{who}: the model's scores at the baseline are NaN or inf (baseline of shape "
                          f"{tuple(b.shape)}, values in [{float(b.min()):g}, {float(b.max()):g}]), so the path from "
@@ -399,7 +399,7 @@ def integrated_gradients(
 
     def ig(x, target):
         b = resolve_baseline(baseline, x)
-        defined = check_baseline_scores(f, b, "integrated_gradients")
+        defined = check_baseline_scores(f, b, x, "integrated_gradients")
         avg = path_gradient_sum(x, b, target) if auto is None else adaptive_sum(x, b, target)
         attributions = (x - b) * avg if multiply_by_inputs else avg
         # a traced baseline cannot be checked, nor the model at it: NaN out, never a finite map
