@@ -19,6 +19,7 @@ it imports xai_jax.distributed only when a mesh is given.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -124,6 +125,8 @@ def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), w
     n = len(arrays[0])
     if n == 0 or batch_size < 1:
         raise ValueError(f"run_in_batches needs at least one input and batch_size >= 1, got {n} and {batch_size}")
+    if _PLAN is not None:
+        return _plan_only(fn, arrays, n, batch_size, args, with_index, sharding, to_numpy)
     outs = []
     total = -(-n // batch_size)
     batches = _batches(arrays, n, batch_size, with_index, sharding, first_index)
@@ -144,6 +147,32 @@ def run_in_batches(fn: Callable, arrays, batch_size: int, *, args: tuple = (), w
     if len(outs) == 1:
         return jax.tree.map(lambda p: p[:n] if p.shape[0] != n else p, outs[0])
     return jax.tree.map(lambda *parts: _concat_trim(parts, n), *outs)
+
+
+_PLAN: list | None = None  # set by compile_only()
+
+
+@contextlib.contextmanager
+def compile_only():
+    """Within the block, run_in_batches compiles each program for its batch shape and records
+    XLA's memory analysis instead of running it; its results are zeros of the program's output
+    shapes. Yields the list of records (name, memory_analysis). For memory checks of whole
+    metrics (tests: one 224 x 224 x 3 input, every metric) without their run time: what a
+    metric computes on the host from those zeros is meaningless, and may raise."""
+    global _PLAN
+    previous, _PLAN = _PLAN, []
+    try:
+        yield _PLAN
+    finally:
+        _PLAN = previous
+
+
+def _plan_only(fn, arrays, n, batch_size, args, with_index, sharding, to_numpy):
+    batch = next(_batches(arrays, n, batch_size, with_index, sharding))
+    lowered = (fn if hasattr(fn, "lower") else jax.jit(fn)).lower(*batch, *args)
+    _PLAN.append((getattr(fn, "__name__", type(fn).__name__), lowered.compile().memory_analysis()))
+    zeros = np.zeros if to_numpy else jnp.zeros
+    return jax.tree.map(lambda o: zeros((n, *o.shape[1:]), o.dtype), lowered.out_info)
 
 
 @jax.jit

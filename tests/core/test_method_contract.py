@@ -99,3 +99,25 @@ def test_targets_beyond_int32_are_an_error_not_a_wrapped_class():
     f = linear()
     with pytest.raises(ValueError, match="beyond int32"):
         xj.attribute(xj.saliency(f), XS[:1], np.array([2**32 + 1], np.int64))
+
+
+def _root(x):
+    """Finite scores everywhere; the gradient of sqrt(|x|) is NaN/inf where x is 0."""
+    return linear()(jnp.sqrt(jnp.abs(x)))
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: xj.saliency(_root), id="saliency"),
+    pytest.param(lambda: xj.gradient_x_input(_root), id="gradient_x_input"),
+    pytest.param(lambda: xj.integrated_gradients(_root, steps=4, baseline=1.0), id="integrated_gradients"),
+    pytest.param(lambda: xj.guided_ig(_root, steps=3), id="guided_ig"),
+])
+def test_eager_calls_never_return_nan_maps(make):
+    # issue 21: the README says eager calls raise on NaN output; every method goes through
+    # explanation_method's guard (under jit the map is NaN and attribute names the inputs)
+    x = jnp.asarray(XS[0]).at[2, 1].set(0.0)
+    method = make()
+    args = (x, 0, jax.random.key(0)) if method.keyed else (x, 0)
+    with pytest.raises(ValueError, match="returned NaN or inf values for a finite x"):
+        method(*args)
+    assert not np.isfinite(np.asarray(jax.jit(method)(*args))).all()

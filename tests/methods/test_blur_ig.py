@@ -69,3 +69,20 @@ def test_blur_ig_bad_arguments_are_clear_errors():
         xj.blur_ig(linear, max_sigma=0.0)
     with pytest.raises(ValueError, match=r"blur_ig takes x of shape \(length, C\) or \(H, W, C\)"):
         xj.blur_ig(lambda z: z.sum()[None])(jnp.ones(5), 0)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    # issue 21: a max_sigma below the radius-0 limit of a truncated Gaussian returned an all-NaN map
+    (dict(max_sigma=1e-30), ["max_sigma=1e-30", "blurs nothing", ">= 0.125"]),
+    (dict(max_sigma=0.1, steps=5), ["max_sigma=0.1", ">= 0.125"]),
+])
+def test_blur_ig_degenerate_max_sigma_is_an_error(kwargs, words):
+    with pytest.raises(ValueError) as e:
+        xj.blur_ig(linear, **kwargs)
+    assert all(w in str(e.value) for w in words), e.value
+
+
+def test_blur_ig_smallest_max_sigma_is_finite():
+    x = jax.random.normal(jax.random.key(2), (12, 2))
+    a = xj.blur_ig(linear, max_sigma=0.125, steps=50)(x, 0)
+    assert np.isfinite(np.asarray(a)).all()

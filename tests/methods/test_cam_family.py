@@ -170,3 +170,28 @@ def test_maps_have_the_input_spatial_shape_and_bad_targets_give_nan_under_jit(na
     assert np.isfinite(np.asarray(out[0])).all() and np.isnan(np.asarray(out[1])).all()
     with pytest.raises(ValueError, match="target 9 is out of range"):
         method(xs[0], 9)
+
+
+def _zero_score_split():
+    """A Split whose class 0 scores exactly 0 (AblationCAM divides by the target's score)."""
+    features = lambda x: jax.nn.relu(x[..., :1] * jnp.arange(1.0, 5.0))  # noqa: E731  (H, W, 4)
+    head = lambda a: jnp.stack([0.0 * a.sum(), a.mean(), -a.mean()])  # noqa: E731
+    return xj.Split(features, head)
+
+
+@pytest.mark.parametrize("call, expected", [
+    # issue 21: a target score of 0 returned a NaN map from an eager call
+    pytest.param(lambda x: xj.ablation_cam(_zero_score_split())(x, 0),
+                 (ValueError, ["ablation_cam", "score is 0", "target 0", "(y - y_k) / y"]), id="eager-zero-score"),
+    pytest.param(lambda x: jax.jit(xj.ablation_cam(_zero_score_split()))(x, 0), "nan", id="jit-nan-map"),
+    pytest.param(lambda x: xj.ablation_cam(_zero_score_split())(x, 1), "finite", id="other-class-fine"),
+])
+def test_ablation_cam_zero_target_score(call, expected):
+    x = jnp.abs(jax.random.normal(jax.random.key(0), (6, 5, 2))) + 0.1
+    if isinstance(expected, tuple):
+        with pytest.raises(expected[0]) as e:
+            call(x)
+        assert all(w in str(e.value) for w in expected[1]), e.value
+    else:
+        out = np.asarray(call(x))
+        assert np.isnan(out).all() if expected == "nan" else np.isfinite(out).all()

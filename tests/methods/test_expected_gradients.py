@@ -55,6 +55,9 @@ def test_keys_and_attribute():
     (np.zeros((0, 6, 2)), ValueError, ["baselines", "M >= 1"]),
     (np.zeros((6, 2)).astype(bool), TypeError, ["baselines", "bool"]),
     (np.full((2, 6, 2), np.nan), ValueError, ["baselines", "NaN"]),
+    # issue 21: a jax.Array of baselines is checked too (it returned an all-NaN map)
+    (jnp.zeros((3, 6, 2)).at[1, 2, 0].set(jnp.nan), ValueError, ["baselines", "NaN", "rows [1]"]),
+    (jnp.full((2, 6, 2), jnp.inf), ValueError, ["baselines", "inf"]),
 ])
 def test_bad_baselines(baselines, error, words):
     f, _, _ = linear_f()
@@ -68,3 +71,16 @@ def test_baseline_shape_must_match_x():
     eg = xj.expected_gradients(f, baselines=np.zeros((3, 4, 3), np.float32))
     with pytest.raises(ValueError, match=r"baselines rows have shape \(4, 3\), expected x's shape \(6, 2\)"):
         eg(X, 0, jax.random.key(0))
+
+
+
+def test_nan_gradient_on_the_path_is_an_eager_error():
+    # the eager guard (explanation_method): a NaN map for a finite x whose scores are finite is a
+    # ValueError with the method's hint, not a silent NaN map; under jit the NaN map comes back
+    f, _, _ = linear_f()
+    root = lambda x: f(jnp.sqrt(jnp.abs(x)))  # noqa: E731  (finite, but its gradient at 0 is not)
+    x = X.at[0, 0].set(0.0)  # every path point b + a (x - b) with b = 0 is 0 there
+    eg = xj.expected_gradients(root, baselines=jnp.zeros((2, 6, 2)), n_samples=4)
+    assert np.isnan(np.asarray(jax.jit(eg)(x, 0, jax.random.key(0)))).any()
+    with pytest.raises(ValueError, match="expected_gradients returned NaN or inf.*reference input"):
+        eg(x, 0, jax.random.key(0))

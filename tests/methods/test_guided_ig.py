@@ -56,3 +56,28 @@ def test_guided_ig_bad_arguments_are_clear_errors():
     f = lambda z: jnp.stack([z[:8].sum(), z[8:].sum()])  # noqa: E731
     with pytest.raises(ValueError, match="baseline contains NaN"):
         xj.guided_ig(f, baseline=jnp.full(x.shape, jnp.nan))
+
+
+def standardising(x):
+    """A model that standardises its input: 0/0 at a constant input such as the zero baseline."""
+    z = (x - x.mean()) / x.std()
+    return jnp.einsum("lc,lck->k", z, W)
+
+
+@pytest.mark.parametrize("call, expected", [
+    # issue 21: Guided IG on a model that is 0/0 at the baseline returned an all-NaN map eagerly
+    pytest.param(lambda x: xj.guided_ig(standardising, steps=5)(x, 1), (ValueError, ["guided_ig", "baseline"]),
+                 id="eager-raises-naming-the-baseline"),
+    pytest.param(lambda x: jax.jit(xj.guided_ig(standardising, steps=5))(x, 1), "nan", id="jit-nan-map"),
+    pytest.param(lambda x: xj.guided_ig(standardising, steps=5, baseline=jnp.linspace(-1, 1, 24).reshape(12, 2))(
+        x, 1), "finite", id="a-non-constant-baseline-is-fine"),
+])
+def test_guided_ig_model_undefined_at_the_baseline(call, expected):
+    x = jax.random.normal(jax.random.key(1), (12, 2))
+    if isinstance(expected, tuple):
+        with pytest.raises(expected[0]) as e:
+            call(x)
+        assert all(w in str(e.value) for w in expected[1]), e.value
+    else:
+        out = np.asarray(call(x))
+        assert np.isnan(out).all() if expected == "nan" else np.isfinite(out).all()

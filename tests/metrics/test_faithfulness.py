@@ -1,6 +1,7 @@
 """Drop/increase (Chattopadhay et al. 2018), deletion/insertion (Petsiuk et al. 2018), their masks and
 blur, on a model whose evidence is known."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -103,3 +104,62 @@ def test_gaussian_blur_preserves_constants_and_mean():
     np.testing.assert_allclose(gaussian_blur(c, 2.0), c, rtol=1e-6)
     v = jnp.asarray(np.random.default_rng(0).normal(size=(64, 1)), jnp.float32)
     assert float(jnp.std(gaussian_blur(v, 3.0))) < float(jnp.std(v))
+
+
+# --------------------------------------------------------------------------------- issue 21 / 20
+
+
+@pytest.mark.parametrize("n_pos, kwargs, expected", [
+    pytest.param(1024, {}, np.round(np.arange(101) * 10.24).astype(int), id="default-100-points"),
+    pytest.param(10, {}, np.arange(11), id="fewer-positions-than-points-every-position"),
+    pytest.param(1024, dict(n_points=4), [0, 256, 512, 768, 1024], id="n-points"),
+    pytest.param(10, dict(step=3), [0, 3, 6, 9, 10], id="explicit-step"),
+    pytest.param(10, dict(step=3, n_points=5), (ValueError, ["n_points or step, not both"]), id="both"),
+    pytest.param(10, dict(n_points=0), (ValueError, ["n_points"]), id="n-points-zero"),
+    pytest.param(10, dict(step=11), (ValueError, ["step 11 exceeds the 10"]), id="step-too-large"),
+])
+def test_deletion_curve_points(n_pos, kwargs, expected):
+    from xai_jax.metrics.faithfulness import curve_counts
+    if isinstance(expected, tuple):
+        with pytest.raises(expected[0]) as e:
+            curve_counts(n_pos, kwargs.get("n_points"), kwargs.get("step"))
+        assert all(w in str(e.value) for w in expected[1]), e.value
+    else:
+        np.testing.assert_array_equal(curve_counts(n_pos, kwargs.get("n_points"), kwargs.get("step")), expected)
+
+
+def _tiny_cnn(x):
+    """A small conv net on (H, W, 3) images: its deletion curves are not closed-form."""
+    k = jnp.asarray(np.random.default_rng(0).normal(size=(3, 3, 3, 4)), jnp.float32)
+    a = jax.nn.relu(jax.lax.conv_general_dilated(x[None], k, (1, 1), "SAME",
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")))[0]
+    return jnp.stack([a[..., 0].mean(), a[..., 1].mean(), a[..., 2:].mean()])
+
+
+def test_deletion_insertion_passes_and_default_points(monkeypatch):
+    # issue 21: two 32 x 32 images aborted with std::bad_alloc (every position, one vmap); now
+    # 101 points in memory-bounded passes, the same values as one pass
+    from xai_jax.attribution.common import PASS_ELEMENTS
+    xs = np.random.default_rng(1).random((2, 32, 32, 3)).astype(np.float32)
+    maps = np.random.default_rng(2).random((2, 32, 32)).astype(np.float32)
+    maps[1, :4, :4] = 0.5  # ties in the second map: its curves average over tie orders
+    r = deletion_insertion(_tiny_cnn, xs, maps, targets=[0, 1], tie_draws=4)
+    assert r["deletion_curve"].shape == r["insertion_curve"].shape == (2, 101)
+    np.testing.assert_allclose(r["fractions"], np.round(np.arange(101) * 10.24) / 1024)
+    monkeypatch.setitem(PASS_ELEMENTS, "forward", 1 << 40)  # one pass: every point of an input in one vmap
+    whole = deletion_insertion(_tiny_cnn, xs, maps, targets=[0, 1], tie_draws=4)
+    for k in ("deletion_curve", "insertion_curve"):
+        np.testing.assert_allclose(r[k], whole[k], rtol=1e-6, atol=1e-7)
+
+
+def test_deletion_insertion_program_memory_is_bounded():
+    # XLA's memory analysis of the compiled batch program (compile only): 64 x 64 x 3 inputs,
+    # batch of 8, every position as a point (step=1: 4,097 points x 2 forwards per input)
+    from xai_jax.batching import compile_only
+    xs = np.zeros((8, 64, 64, 3), np.float32)
+    maps = np.random.default_rng(0).random((8, 64, 64)).astype(np.float32)
+    with compile_only() as plan:
+        deletion_insertion(_tiny_cnn, xs, maps, targets=np.zeros(8, np.int32), step=1)
+    assert plan  # the programs it would have run
+    used = max(a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes for _, a in plan)
+    assert used < 512 * 2**20  # was 8 x 8,194 masked copies of 48 KiB plus activations: > 10 GiB

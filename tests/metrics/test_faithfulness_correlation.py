@@ -60,3 +60,19 @@ def test_faithfulness_correlation_bad_input():
         faithfulness_correlation(F, XS, maps[:, :4], subset_size=2, key=KEY)
     with pytest.raises(ValueError, match="at least one input"):
         faithfulness_correlation(F, XS[:0], maps[:0], subset_size=2, key=KEY)
+
+
+@pytest.mark.parametrize("n_features, expected", [
+    # issue 21: subset_size had no default; round(sqrt(n)), at least 1 (Quantus' 224 on 224 x 224)
+    (224 * 224, 224), (40, 6), (12, 3), (1, 1), (2, 1), (224 * 224 * 3, 388),
+])
+def test_default_subset_size_rule(n_features, expected):
+    from xai_jax.metrics.faithfulness_correlation import default_subset_size
+    assert default_subset_size(n_features) == expected
+
+
+def test_default_subset_size_is_used():
+    maps = (XS * GRAD).sum(-1)  # 6 positions: subset of round(sqrt(6)) = 2
+    kw = dict(targets=T, n_runs=8, key=KEY, score="logit")
+    np.testing.assert_array_equal(faithfulness_correlation(F, XS, maps, **kw)["correlation"],
+                                  faithfulness_correlation(F, XS, maps, subset_size=2, **kw)["correlation"])

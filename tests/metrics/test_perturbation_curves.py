@@ -313,3 +313,37 @@ def test_non_finite_scores_raise():
     sal[0, 0] = 1.0
     with pytest.raises(ValueError, match="NaN or inf"):
         pixel_flipping(nan_when_zeroed, XS[:1] + 3.0, sal + np.arange(L) * 1e-3, targets=np.zeros(1, int))
+
+
+# ------------------------------------------------------------- issue 21: chunk_size="auto"
+
+
+@pytest.mark.parametrize("metric", [pixel_flipping, region_perturbation])
+def test_auto_chunks_equal_one_vmap_and_bound_memory(metric, monkeypatch):
+    # the default chunk_size="auto" evaluates a curve in passes of PASS_ELEMENTS["forward"] input
+    # elements (pixel flipping at 224 x 224 x 3 was one vmap of 50,176 forwards: 600 GiB)
+    from xai_jax.attribution.common import PASS_ELEMENTS
+    from xai_jax.batching import compile_only
+    xs = RNG.normal(size=(3, 12, 10, 2)).astype(np.float32)
+    maps = RNG.random((3, 12, 10)).astype(np.float32)
+    f = lambda x: jnp.stack([jnp.tanh(x).sum(), (x**2).mean()])  # noqa: E731
+    kw = dict(score="logit", **({"patch_size": 2} if metric is region_perturbation
+                                                                 else {}))
+    t = np.zeros(3, np.int32)
+    whole = metric(f, xs, maps, targets=t, chunk_size=None, **kw)["curves"]
+    monkeypatch.setitem(PASS_ELEMENTS, "forward", 3 * 240 * 7)  # 7 points per pass for 3 rows of 240 values
+    np.testing.assert_allclose(metric(f, xs, maps, targets=t, **kw)["curves"], whole, rtol=1e-6, atol=1e-7)
+    if metric is region_perturbation:
+        return  # its default curve at 224 px has 784 points; pixel flipping's 50,176 make the point
+    # compile only, at 224 x 224 x 3 with a model whose forward holds 64 channels (12.8 MB): the
+    # default passes stay small, while one vmap over the curve would need hundreds of GiB
+    w = jnp.asarray(RNG.normal(size=(3, 64)), jnp.float32)
+    wide = lambda x: jnp.stack([jnp.tanh(x @ w).mean(), x.mean()])  # noqa: E731
+    big, big_maps = np.zeros((1, 224, 224, 3), np.float32), RNG.random((1, 224, 224)).astype(np.float32)
+    monkeypatch.setitem(PASS_ELEMENTS, "forward", 1 << 22)
+    used = {}
+    for chunk in ("auto", None):
+        with compile_only() as plan:
+            metric(wide, big, big_maps, targets=[0], chunk_size=chunk, **kw)
+        used[chunk] = max(a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes for _, a in plan)
+    assert used["auto"] < 1 << 30 and used[None] > 20 * used["auto"]

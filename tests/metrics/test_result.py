@@ -27,3 +27,24 @@ def test_several_outputs_and_small_or_nan_samples():
     with pytest.raises(TypeError, match="several outputs"):
         np.asarray(r)
     assert np.isnan(bootstrap_interval(np.array([np.nan, np.nan]))).all()
+
+
+
+@pytest.mark.parametrize("values, expected", [
+    # issue 21: one value returned a zero-width interval, claiming certainty
+    pytest.param([0.5], (0.5, "nan", "nan"), id="one-value-nan-bounds-and-warns"),
+    pytest.param([0.5, 0.5], (0.5, 0.5, 0.5), id="equal-values-zero-width"),
+    pytest.param([0.2, 0.8], (0.5, 0.2, 0.8), id="two-values"),
+])
+def test_bootstrap_ci_small_samples(values, expected):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mean, lo, hi = bootstrap_ci(values)
+    assert mean == pytest.approx(expected[0])
+    if expected[1] == "nan":
+        assert np.isnan(lo) and np.isnan(hi)
+        assert any(issubclass(w.category, RuntimeWarning) and "one value" in str(w.message) for w in caught)
+    else:
+        assert (lo, hi) == pytest.approx(expected[1:])
+        assert not caught

@@ -23,16 +23,20 @@ import numpy as np
 
 from xai_jax.attribution.common import (
     as_model_function,
+    check_chunk_size,
     check_float,
     check_positive_int,
     explanation_method,
+    pairwise_sum,
+    resolve_chunk,
     score_transform,
 )
 from xai_jax.attribution.loop_convs import loop_friendly
-from xai_jax.checks import check_int, check_optional_int
+from xai_jax.checks import check_int
 from xai_jax.method import method_factory
 
 Method = Callable[[jax.Array, jax.Array], jax.Array]
+MIN_SIGMA = 0.125  # below it, scipy's kernel (radius int(4 sigma + 0.5)) is the identity
 
 
 def _kernel_parts(n: int, sigma: jax.Array, max_radius: int, truncate: float, dtype):
@@ -70,13 +74,13 @@ def blur_difference(n: int, sigma: jax.Array, h: float, max_radius: int, truncat
     _, _, in2_t, in2_o, n2, safe2 = _kernel_parts(n, s2, max_radius, truncate, dtype)
     k1_t, k2_t = jnp.exp(-0.5 * (taps / safe1) ** 2), jnp.exp(-0.5 * (taps / safe2) ** 2)
     growth = h * (2.0 * safe1 + h) / (safe1**2 * safe2**2)  # 1/sigma^2 - 1/(sigma+h)^2, no cancellation
-    a_t = 0.5 * taps**2 * growth
+    a_t = jnp.where(taps == 0, 0.0, 0.5 * taps**2 * growth)  # 0 * inf when a tiny sigma's square underflows
     both_t = in1_t & in2_t
     excess = (jnp.where(both_t, k1_t * jnp.expm1(a_t), 0.0).sum() + jnp.where(in2_t & ~in1_t, k2_t, 0.0).sum()
               - jnp.where(in1_t & ~in2_t, k1_t, 0.0).sum())
     r_minus_1 = excess / n1
     k1, k2 = jnp.exp(-0.5 * (offsets / safe1) ** 2), jnp.exp(-0.5 * (offsets / safe2) ** 2)
-    a = 0.5 * offsets**2 * growth
+    a = jnp.where(offsets == 0, 0.0, 0.5 * offsets**2 * growth)
     both = (k1 / n1) * (jnp.expm1(a) - r_minus_1) / (1.0 + r_minus_1)
     d = jnp.where(in1_o & in2_o, both, jnp.where(in2_o, k2 / n2, 0.0) - jnp.where(in1_o, k1 / n1, 0.0))
     # sigma = 0: the first blur is the identity (radius 0 kernels are the identity too)
@@ -104,20 +108,26 @@ def _blur_derivative(x, m, d, h, channel_axis):
 
 @method_factory()
 def blur_ig(f: Callable[[jax.Array], jax.Array], *, max_sigma: float = 50.0, steps: int = 100,
-            grad_step: float = 0.01, score: str = "logit", channel_axis: int = -1, chunk_size: int | None = None,
-            precision: str | None = None) -> Method:
+            grad_step: float = 0.01, score: str = "logit", channel_axis: int = -1,
+            chunk_size: int | str | None = "auto", precision: str | None = None) -> Method:
     """Returns blur_ig_fn(x, target) -> attributions shaped like x (jit- and vmap-compatible).
 
-    x: (length, C) or (H, W, C) (channel_axis: where C is). max_sigma > 0: the blur at the
-    path's start; steps: gradients along the path; grad_step > 0: the finite difference in
-    sigma for dB/dsigma.
+    x: (length, C) or (H, W, C) (channel_axis: where C is). max_sigma: the blur at the
+    path's start, in pixels; >= MIN_SIGMA = 0.125 (a smaller Gaussian, truncated at 4 sigma,
+    is the identity, so the path would start at x: a ValueError); steps: gradients along
+    the path; grad_step > 0: the finite difference in sigma for dB/dsigma. chunk_size:
+    steps per vmapped pass (None: all; "auto", the default: as integrated_gradients').
     """
     f = as_model_function(f)
     max_sigma = check_float(max_sigma, "max_sigma", low=0.0, low_open=True)
+    if max_sigma < MIN_SIGMA:
+        raise ValueError(f"max_sigma={max_sigma:g} blurs nothing: a Gaussian of sigma < {MIN_SIGMA} pixels, truncated "
+                         f"at 4 sigma as scipy does, has radius 0 (the identity), so the path would start at x itself; "
+                         f"use max_sigma >= {MIN_SIGMA} (pixels; PAIR's default is 50)")
     steps = check_positive_int(steps, "steps")
     grad_step = check_float(grad_step, "grad_step", low=0.0, low_open=True)
     channel_axis = check_int(channel_axis, "channel_axis")
-    chunk_size = check_optional_int(chunk_size, "chunk_size")
+    chunk_size = check_chunk_size(chunk_size)
     s = score_transform(score)
 
     max_radius = int(4.0 * (max_sigma + grad_step) + 0.5)
@@ -131,7 +141,8 @@ def blur_ig(f: Callable[[jax.Array], jax.Array], *, max_sigma: float = 50.0, ste
                              f"got shape {tuple(x.shape)}")
         axis = channel_axis % x.ndim
         spatial = [d for i, d in enumerate(x.shape) if i != axis]
-        model = f if chunk_size is None or chunk_size >= steps else looped  # lax.map: XLA:CPU's loop penalty
+        chunk = resolve_chunk(chunk_size, steps, x.size)
+        model = f if chunk is None else looped  # lax.map: XLA:CPU's loop penalty
         grad_fn = jax.grad(lambda z: s(model(z))[target])
 
         def one(step):
@@ -142,8 +153,7 @@ def blur_ig(f: Callable[[jax.Array], jax.Array], *, max_sigma: float = 50.0, ste
             return width * _blur_derivative(x, m, d, grad_step, axis) * grad_fn(x_i)
 
         path = (jnp.asarray(sigmas[:-1], x.dtype), jnp.asarray(dsigma, x.dtype))
-        terms = jax.vmap(one)(path) if chunk_size is None or chunk_size >= steps else \
-            jax.lax.map(one, path, batch_size=chunk_size)
-        return -terms.sum(0)
+        terms = jax.vmap(one)(path) if chunk is None else jax.lax.map(one, path, batch_size=chunk)
+        return -pairwise_sum(terms)  # rounding that does not grow with steps
 
     return explanation_method(blur_ig_fn, f, name="blur_ig", precision=precision)

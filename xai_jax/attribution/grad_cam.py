@@ -52,6 +52,7 @@ import jax.numpy as jnp
 from xai_jax.adapters import LayerModel
 from xai_jax.attribution.common import explanation_method, score_transform
 from xai_jax.attribution.common import upsample as upsample_to
+from xai_jax.checks import is_concrete
 from xai_jax.method import method_factory
 from xai_jax.method import relu_signed as _relu_signed
 
@@ -276,7 +277,8 @@ def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: boo
     k of the layer is ablated (set to 0 when the layer's minimum is 0, e.g. after a ReLU,
     else to min(A) - 1e7), the model rerun from the input, and w_k = (y - y_k) / y with y
     the target's score; map = ReLU(sum_k w_k A^k). K forwards per input (chunk_size at a
-    time: lax.map; None: one vmap). grad_cam's call shape."""
+    time: lax.map; None: one vmap). grad_cam's call shape. A target whose score y is 0 has no
+    weights: called eagerly a ValueError, under jit a NaN map (attribute reports it)."""
     s = score_transform(score)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
@@ -296,7 +298,11 @@ def ablation_cam(model: Any, params: Any = None, layer: Any = None, *, relu: boo
         channels = jnp.arange(a.shape[-1])
         y_k = jax.vmap(ablated_score)(channels) if chunk_size is None else \
             jax.lax.map(ablated_score, channels, batch_size=chunk_size)
-        w = (y - y_k) / y
+        if is_concrete(y) and float(y) == 0.0:
+            raise ValueError(f"ablation_cam: the target's score is 0 for this x (target {int(target)}, score="
+                             f"{score!r}), and AblationCAM's weights (y - y_k) / y divide by it; explain another "
+                             f"class, or use score='softmax' (a probability is never 0)")
+        w = jnp.where(y != 0, (y - y_k) / jnp.where(y != 0, y, 1.0), jnp.nan)  # under jit: a NaN map
         m = (a * w).sum(-1)
         if relu:
             m = jax.nn.relu(m)

@@ -20,12 +20,15 @@ import numpy as np
 
 from xai_jax.attribution.common import (
     as_model_function,
+    check_chunk_size,
     check_float,
     check_positive_int,
     explanation_method,
+    pairwise_mean,
+    resolve_chunk,
     score_transform,
 )
-from xai_jax.checks import check_optional_int
+from xai_jax.checks import is_concrete
 from xai_jax.method import inner_output as _inner_output
 from xai_jax.method import method_factory
 
@@ -67,7 +70,7 @@ def smoothgrad(
     n_samples: int = 32,
     sigma: float = 0.15,
     f: Callable[[jax.Array], jax.Array] | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
     precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """Returns sg(x, target, key) -> mean of method(x + noise, target) over n_samples.
@@ -75,12 +78,13 @@ def smoothgrad(
     method: an attribution method (x, target) -> map, e.g. saliency(f) or
       integrated_gradients(f); if `f` is given instead, SmoothGrad of saliency(f).
     sigma: noise std as a fraction of (max x - min x); finite, > 0.
-    chunk_size: evaluate the noisy samples chunk_size at a time (bounded memory).
+    chunk_size: evaluate the noisy samples chunk_size at a time (bounded memory); None: all
+      in one vmap; "auto" (default): as integrated_gradients' (attribution.common.resolve_chunk).
     A NaN in x gives a NaN map (the noise scale is NaN too), never a finite one.
     """
     n_samples = check_positive_int(n_samples, "n_samples")
     sigma = check_float(sigma, "sigma", low=0.0, low_open=True)
-    chunk_size = check_optional_int(chunk_size, "chunk_size")
+    chunk_size = check_chunk_size(chunk_size)
     if f is not None:
         if method is not None:
             raise TypeError("smoothgrad takes either a method or f=, not both")
@@ -100,9 +104,10 @@ def smoothgrad(
         std = sigma * (x.max() - x.min())
         noise = std * jax.random.normal(key, (n_samples, *x.shape), x.dtype)
         one = lambda eps: inner(x + eps, target)[0]  # noqa: E731
-        if chunk_size is None or chunk_size >= n_samples:
-            return jax.vmap(one)(noise).mean(0)
-        return jax.lax.map(one, noise, batch_size=chunk_size).mean(0)
+        chunk = resolve_chunk(chunk_size, n_samples, x.size)
+        if chunk is None:
+            return pairwise_mean(jax.vmap(one)(noise))
+        return pairwise_mean(jax.lax.map(one, noise, batch_size=chunk))
 
     return explanation_method(sg, getattr(method, "model_fn", None), keyed=True, name="smoothgrad",
                               precision=precision)
@@ -115,7 +120,7 @@ def expected_gradients(
     baselines,
     n_samples: int = 64,
     score: str = "logit",
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
     precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """Expected Gradients (Erion et al. 2021, "Improving performance of deep learning models
@@ -130,12 +135,12 @@ def expected_gradients(
     expectation). On a linear model F = w . x it is exactly w * (x - mean_k b_k).
     baselines: (M, *x.shape) finite reference inputs (M >= 1), e.g. training samples.
     Draws come from `key` (attribute() gives input i fold_in(key, i)); chunk_size bounds
-    memory as in smoothgrad. (Captum's GradientShap also adds Gaussian noise to x, stdevs=0
+    memory as in smoothgrad (default "auto"). (Captum's GradientShap also adds Gaussian noise to x, stdevs=0
     by default: the same estimator.)
     """
     f = as_model_function(f)
     n_samples = check_positive_int(n_samples, "n_samples")
-    chunk_size = check_optional_int(chunk_size, "chunk_size")
+    chunk_size = check_chunk_size(chunk_size)
     s = score_transform(score)
     refs = np.asarray(baselines) if not isinstance(baselines, jax.Array) else baselines
     numeric = jnp.issubdtype(refs.dtype, jnp.floating) or jnp.issubdtype(refs.dtype, jnp.integer)
@@ -143,8 +148,10 @@ def expected_gradients(
         raise TypeError(f"baselines must be a numeric array (M, *x.shape), got dtype {refs.dtype}")
     if refs.ndim < 2 or refs.shape[0] < 1:
         raise ValueError(f"baselines must be a batch (M >= 1, *x.shape) of reference inputs, got shape {refs.shape}")
-    if isinstance(refs, np.ndarray) and not np.isfinite(refs).all():
-        raise ValueError("baselines contains NaN or inf values")
+    if is_concrete(refs) and not bool(np.isfinite(np.asarray(refs)).all()):  # NumPy or a concrete jax.Array
+        bad = np.flatnonzero(~np.isfinite(np.asarray(refs).reshape(refs.shape[0], -1)).all(1))
+        raise ValueError(f"baselines contains NaN or inf values (rows {bad[:5].tolist()}"
+                         f"{' ...' if bad.size > 5 else ''} of {refs.shape[0]}); every reference input must be finite")
     refs = jnp.asarray(refs, jnp.float32)
 
     def eg(x, target, key):
@@ -160,8 +167,12 @@ def expected_gradients(
             return (x - b) * g
 
         pairs = (picks, alphas)
-        if chunk_size is None or chunk_size >= n_samples:
-            return jax.vmap(one)(pairs).mean(0)
-        return jax.lax.map(one, pairs, batch_size=chunk_size).mean(0)
+        chunk = resolve_chunk(chunk_size, n_samples, x.size)
+        if chunk is None:
+            return pairwise_mean(jax.vmap(one)(pairs))
+        return pairwise_mean(jax.lax.map(one, pairs, batch_size=chunk))
 
-    return explanation_method(eg, f, keyed=True, name="expected_gradients", precision=precision)
+    return explanation_method(eg, f, keyed=True, name="expected_gradients", precision=precision,
+                              nan_hint="the model's scores or gradients are NaN/inf at a reference input drawn from "
+                                       "`baselines` or on the path from it to x (e.g. a model that standardises "
+                                       "its input is 0/0 at a constant reference)")

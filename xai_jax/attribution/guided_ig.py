@@ -28,9 +28,11 @@ from xai_jax.attribution.common import (
     as_model_function,
     check_float,
     check_positive_int,
+    compensated_add,
     explanation_method,
     score_transform,
 )
+from xai_jax.attribution.integrated_gradients import check_baseline_scores
 from xai_jax.attribution.loop_convs import loop_friendly
 from xai_jax.checks import is_concrete
 from xai_jax.method import method_factory
@@ -68,7 +70,9 @@ def guided_ig(f: Callable[[jax.Array], jax.Array], *, steps: int = 200, fraction
     def gig(x, target):
         if base_array is not None and base_array.shape != x.shape:
             raise ValueError(f"baseline has shape {tuple(base_array.shape)}, expected x's shape {tuple(x.shape)}")
-        b = (base_array if base_array is not None else jnp.full_like(x, baseline)).astype(x.dtype)
+        # x * 0 + baseline, not a constant: XLA would constant-fold the model at a constant baseline
+        b = (base_array if base_array is not None else x * 0.0 + baseline).astype(x.dtype)
+        defined = check_baseline_scores(f, b, x, "guided_ig")  # the path starts at b: the model must be defined there
         grad_fn = jax.grad(lambda z: s(looped(z))[target])
         total = x - b
         l1_total = jnp.abs(total).sum()
@@ -90,7 +94,7 @@ def guided_ig(f: Callable[[jax.Array], jax.Array], *, steps: int = 200, fraction
             sorted_abs = jnp.abs(g).ravel()[order]
 
             def round_(state):
-                p, at, _, it = state
+                p, (at, comp), _, it = state
                 old = p
                 p_alpha = jnp.where(total != 0, (p - b) / jnp.where(total != 0, total, 1.0), a_max)
                 p = jnp.where(p_alpha < a_min, x_min, p)
@@ -106,13 +110,15 @@ def guided_ig(f: Callable[[jax.Array], jax.Array], *, steps: int = 200, fraction
                 gamma = jnp.where(l1_s > 0, (l1_current - l1_target) / jnp.where(l1_s > 0, l1_s, 1.0), jnp.inf)
                 moved = jnp.where(sel, jnp.where(gamma > 1.0, x_max, p + (x_max - p) * gamma), p)
                 p = jnp.where(close, p, moved)
-                return p, at + (p - old) * g, close | (gamma <= 1.0), it + 1
+                # Kahan-compensated: the sum over steps x rounds does not lose digits as steps grow
+                return p, compensated_add((at, comp), (p - old) * g), close | (gamma <= 1.0), it + 1
 
             path, attr, _, _ = jax.lax.while_loop(lambda st: ~st[2] & (st[3] <= n), round_,
                                                   (path, attr, jnp.asarray(False), 0))
             return (path, attr), None
 
-        (_, attr), _ = jax.lax.scan(step, (b, jnp.zeros_like(x)), jnp.arange(steps, dtype=x.dtype))
-        return jnp.where(l1_total == 0, 0.0, attr)
+        zeros = jnp.zeros_like(x)
+        (_, (attr, _)), _ = jax.lax.scan(step, (b, (zeros, zeros)), jnp.arange(steps, dtype=x.dtype))
+        return jnp.where(defined, jnp.where(l1_total == 0, 0.0, attr), jnp.nan)
 
     return explanation_method(gig, f, name="guided_ig", precision=precision)

@@ -12,6 +12,7 @@ sum_k w_k g(a_k) over `steps` gradient evaluations; the rules on [0, 1] (n = ste
     trapezoid       a_k = k/(n-1),      k = 0..n-1,  w_k = 1/(n-1), halved at both ends (n >= 2)
     gauss_legendre  a_k = (t_k + 1)/2,  w_k = v_k/2, (t_k, v_k) the n-point Gauss-Legendre
                     nodes and weights on [-1, 1]; exact for polynomials of degree 2n - 1.
+                    n <= GAUSS_LEGENDRE_MAX_STEPS = 32768 (legendre_nodes: O(n) memory).
 
     linspace_mean   a_k = k/(n-1),      k = 0..n-1,  w_k = 1/n  (NOT in RULES: biased)
 
@@ -48,11 +49,15 @@ import numpy as np
 
 from xai_jax.attribution.common import (
     as_model_function,
+    check_chunk_size,
     check_positive_int,
     check_target,
     check_x,
+    compensated_add,
     explanation_method,
     output_size,
+    pairwise_sum,
+    resolve_chunk,
     score_transform,
 )
 from xai_jax.attribution.loop_convs import loop_friendly
@@ -62,12 +67,12 @@ from xai_jax.checks import (
     check_choice,
     check_float,
     check_int,
-    check_optional_int,
     is_concrete,
 )
 from xai_jax.method import method_factory
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre")
+GAUSS_LEGENDRE_MAX_STEPS = 2**15  # see _quadrature: float32 nodes coincide long before; O(n^2) time
 AUTO_INITIAL = 16  # uniform nodes of steps="auto" before any refinement (0 and 1 included)
 AUTO_PER_ROUND = 8  # sub-intervals bisected per refinement round (default of chunk_size in "auto")
 AUTO_DEFAULTS = {"tol": 1e-2, "atol": 1e-6, "max_steps": 1024}
@@ -98,11 +103,53 @@ def _quadrature(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"rule 'linspace_mean' needs steps >= 2, got {n}")
         a, w = np.linspace(0.0, 1.0, n), np.full(n, 1.0 / n)
     elif rule == "gauss_legendre":
-        t, v = np.polynomial.legendre.leggauss(n)
+        if n > GAUSS_LEGENDRE_MAX_STEPS:
+            raise ValueError(f"rule 'gauss_legendre' takes steps <= {GAUSS_LEGENDRE_MAX_STEPS}, got {n}: in float32 "
+                             f"its nodes next to alpha = 1 already coincide beyond a few thousand steps (their "
+                             f"spacing ~1.4/steps^2 is below float32's 6e-8 there), and computing them costs "
+                             f"O(steps^2) time; use rule='trapezoid' or 'riemann_middle' for more steps")
+        t, v = legendre_nodes(n)
         a, w = (t + 1.0) / 2.0, v / 2.0
     else:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     return a.astype(np.float32), w.astype(np.float32)
+
+
+def legendre_nodes(n: int, max_iter: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The n-point Gauss-Legendre nodes (descending) and weights on [-1, 1], float64, in O(n)
+    memory (NumPy's leggauss builds an n x n companion matrix: 6.5 GB and minutes at n = 20,000).
+
+    Newton's method on P_n from Tricomi's asymptotic guesses (Abramowitz & Stegun 22.16.6,
+    with the n^-4 term; Hale & Townsend 2013 give the error bounds),
+    x_k ~ (1 - (n-1)/(8 n^3) - (39 - 28/sin^2 theta_k)/(384 n^4)) cos theta_k,
+    theta_k = pi (4k - 1)/(4n + 2), k = 1..ceil(n/2); P_n and P_{n-1} by the three-term recurrence
+    j P_j = (2j - 1) x P_{j-1} - (j - 1) P_{j-2}, vectorised over the nodes (O(n^2) time: 2 s at
+    n = 20,000); P_n'(x) = n (x P_n - P_{n-1}) / (x^2 - 1); weights 2 / ((1 - x^2) P_n'(x)^2).
+    The other half of the nodes by symmetry. Two or three Newton steps reach float64 precision."""
+    half = (n + 1) // 2
+    theta = np.pi * (4 * np.arange(1, half + 1) - 1) / (4 * n + 2)
+    x = (1 - (n - 1) / (8.0 * n**3) - (39 - 28 / np.sin(theta) ** 2) / (384.0 * n**4)) * np.cos(theta)
+
+    def legendre(x):  # (P_n(x), P_n'(x))
+        prev, cur = np.ones_like(x), x.copy()
+        for j in range(2, n + 1):
+            prev, cur = cur, ((2 * j - 1) * x * cur - (j - 1) * prev) / j
+        if n == 1:
+            prev = np.ones_like(x)
+        return cur, n * (x * cur - prev) / (x * x - 1)
+
+    for _ in range(max_iter):
+        p, dp = legendre(x)
+        step = p / dp
+        x = x - step
+        if np.abs(step).max() < 1e-15:
+            break
+    _, dp = legendre(x)
+    w = 2 / ((1 - x * x) * dp * dp)
+    if n % 2:  # the middle node is 0 exactly
+        x[-1] = 0.0
+    mirror = slice(None, half - 1) if n % 2 else slice(None)
+    return np.concatenate([x, -x[mirror][::-1]]), np.concatenate([w, w[mirror][::-1]])
 
 
 def check_baseline(baseline: Baseline, name: str = "baseline") -> Baseline:
@@ -144,6 +191,21 @@ def resolve_baseline(baseline: Baseline, x: jax.Array, name: str = "baseline") -
     if b.shape != x.shape:
         raise ValueError(f"{what} shape {tuple(b.shape)}, expected a scalar or x's shape {tuple(x.shape)}")
     return b
+
+
+def check_baseline_scores(f: Callable, b: jax.Array, x: jax.Array, who: str) -> jax.Array:
+    """Whether the model's scores at the baseline b are finite (a traced bool). A path method
+    starts at b, so a model that is undefined there (e.g. one that standardises its input,
+    (x - mean) / std, is 0/0 at a constant baseline) has no path integral: called eagerly this
+    raises a ValueError naming the baseline; under jit the caller returns a NaN map."""
+    ok = jnp.isfinite(f(b + 0.0 * x)).all()  # tied to x: XLA would constant-fold the model at a constant b
+    if is_concrete(ok) and not bool(ok):
+        raise ValueError(f"{who}: the model's scores at the baseline are NaN or inf (baseline of shape "
+                         f"{tuple(b.shape)}, values in [{float(b.min()):g}, {float(b.max()):g}]), so the path from "
+                         f"the baseline to x is undefined at its start; choose a baseline the model is defined at "
+                         f"(e.g. a non-constant one such as a blurred x or a training mean, for a model that "
+                         f"standardises its input)")
+    return ok
 
 
 def completeness_delta(f: Callable, attributions: jax.Array, x: jax.Array, target, baseline: Baseline = 0.0,
@@ -219,7 +281,7 @@ def adaptive_path_integral(value_and_grad_at: Callable, x: jax.Array, b: jax.Arr
     _, length = errors(alpha, fv, h, nxt)
     left = jnp.zeros(m + 1, length.dtype).at[jnp.where(nxt >= 0, nxt, m)].add(length)[:m]
     weights = (length + left) / 2  # composite trapezoid weight of each linked node; 0 for unlinked slots
-    return jnp.tensordot(weights, grads, axes=1), bound, n
+    return pairwise_sum(grads, weights), bound, n
 
 
 def _check_auto(steps, rule, tol, atol, max_steps, chunk_size):
@@ -237,7 +299,7 @@ def _check_auto(steps, rule, tol, atol, max_steps, chunk_size):
     atol = check_float(AUTO_DEFAULTS["atol"] if atol is None else atol, "atol", low=0.0)
     max_steps = check_int(AUTO_DEFAULTS["max_steps"] if max_steps is None else max_steps, "max_steps",
                           AUTO_INITIAL + 1)
-    per_round = AUTO_PER_ROUND if chunk_size is None else chunk_size
+    per_round = AUTO_PER_ROUND if chunk_size in (None, "auto") else chunk_size
     if per_round > max_steps - AUTO_INITIAL:
         raise ValueError(f"chunk_size={per_round} (nodes per refinement round) leaves no room in max_steps="
                          f"{max_steps} after the {AUTO_INITIAL} initial nodes")
@@ -254,7 +316,7 @@ def integrated_gradients(
     atol: float | None = None,
     max_steps: int | None = None,
     baseline: Baseline = 0.0,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
     score: str = "logit",
     return_delta: bool = False,
     multiply_by_inputs: bool = True,
@@ -268,7 +330,7 @@ def integrated_gradients(
     steps="auto": error-controlled IG (module docstring): for every input that does not hit
       max_steps, |sum IG - (F(x) - F(b))| <= max(tol |F(x) - F(b)|, atol). Defaults tol=1e-2,
       atol=1e-6, max_steps=1024 (nodes, >= 17); `rule` does not apply; chunk_size is the
-      number of sub-intervals bisected per round (default 8). return_delta=True lets callers
+      number of sub-intervals bisected per round (default, "auto" or None: 8). return_delta=True lets callers
       spot the inputs that hit max_steps (their |delta| exceeds the bound);
       method.steps_used(x, target) gives the gradient evaluations. Under vmap every lane runs
       until the slowest lane of the batch converges (a lax.while_loop), so moderate batches
@@ -277,7 +339,11 @@ def integrated_gradients(
       matrix products (attribution.loop_convs), which avoids a 3x slowdown there.
     baseline: scalar, array shaped like x, or callable x -> baseline.
     chunk_size: evaluate the alphas chunk_size at a time (lax.scan), so peak memory does not
-      grow with steps; None evaluates all alphas in one vmap. (On XLA:CPU a convolution
+      grow with steps; None evaluates all alphas in one vmap; "auto" (default): all in one
+      vmap when steps * x.size <= PASS_ELEMENTS["gradient"] (2**21), else chunks of
+      2**21 // x.size alphas (13 at 224 x 224 x 3; attribution.common.resolve_chunk).
+      The sums over alphas are pairwise within a chunk and compensated across chunks, so
+      their float32 rounding does not grow with steps. (On XLA:CPU a convolution
       inside a loop body runs ~3x slower than outside it, so the scan evaluates the model
       with its convolutions as matrix products there: see attribution.loop_convs.)
     score: "logit" (default), "softmax" or "log_softmax" of f's output is differentiated.
@@ -290,13 +356,11 @@ def integrated_gradients(
     f = as_model_function(f)
     if isinstance(steps, str) and steps != "auto":
         raise ValueError(f"steps must be a positive int or 'auto', got {steps!r}")
-    chunk_size = check_optional_int(chunk_size, "chunk_size")
+    chunk_size = check_chunk_size(chunk_size)
     auto = _check_auto(steps, rule, tol, atol, max_steps, chunk_size)
     if auto is None:
         steps = check_positive_int(steps, "steps")
         alphas, weights = quadrature("trapezoid" if rule is None else rule, steps)
-        if chunk_size is not None:
-            chunk_size = min(chunk_size, steps)
     s = score_transform(score)
     baseline = check_baseline(baseline)
 
@@ -315,26 +379,31 @@ def integrated_gradients(
         return adaptive(x, b, target)[0]
 
     def path_gradient_sum(x, b, target):
+        # sums over the nodes do not degrade with steps: pairwise within a vmapped batch of nodes,
+        # Kahan-compensated across the scan's chunks (a float32 dot over 100,000 nodes lost 4e-4)
         def weighted_grads(alphas_c, weights_c, x, b, model=f):
             grad_at = lambda a: jax.grad(lambda z: s(model(z))[target])(b + a * (x - b))  # noqa: E731
-            return jnp.tensordot(weights_c, jax.vmap(grad_at)(alphas_c), axes=1)
+            return pairwise_sum(jax.vmap(grad_at)(alphas_c), weights_c)
 
-        if chunk_size is None or chunk_size >= steps:
+        chunk = resolve_chunk(chunk_size, steps, x.size)
+        if chunk is None:
             return weighted_grads(jnp.asarray(alphas), jnp.asarray(weights), x, b)
-        n_chunks = -(-steps // chunk_size)
-        pad = n_chunks * chunk_size - steps  # padded nodes get weight 0
-        a = np.pad(alphas, (0, pad)).reshape(n_chunks, chunk_size)
-        w = np.pad(weights, (0, pad)).reshape(n_chunks, chunk_size)
-        total, _ = jax.lax.scan(lambda t, aw: (t + weighted_grads(aw[0], aw[1], x, b, looped), None),
-                                jnp.zeros_like(x), (jnp.asarray(a), jnp.asarray(w)))
+        n_chunks = -(-steps // chunk)
+        pad = n_chunks * chunk - steps  # padded nodes get weight 0
+        a = np.pad(alphas, (0, pad)).reshape(n_chunks, chunk)
+        w = np.pad(weights, (0, pad)).reshape(n_chunks, chunk)
+        (total, _), _ = jax.lax.scan(
+            lambda st, aw: (compensated_add(st, weighted_grads(aw[0], aw[1], x, b, looped)), None),
+            (jnp.zeros_like(x), jnp.zeros_like(x)), (jnp.asarray(a), jnp.asarray(w)))
         return total
 
     def ig(x, target):
         b = resolve_baseline(baseline, x)
+        defined = check_baseline_scores(f, b, x, "integrated_gradients")
         avg = path_gradient_sum(x, b, target) if auto is None else adaptive_sum(x, b, target)
         attributions = (x - b) * avg if multiply_by_inputs else avg
-        if callable(baseline):  # a traced baseline cannot be checked: NaN out, never a finite map
-            attributions = jnp.where(jnp.isfinite(b).all(), attributions, jnp.nan)
+        # a traced baseline cannot be checked, nor the model at it: NaN out, never a finite map
+        attributions = jnp.where(jnp.isfinite(b).all() & defined, attributions, jnp.nan)
         if return_delta:
             delta = attributions.sum() - (s(f(x))[target] - s(f(b))[target])
             return attributions, delta

@@ -33,8 +33,8 @@ _ALL = ("batch_size", "precision", "channel_axis")
 
 
 def _curve_points(o, size):
-    import math
-    return 2 * (math.ceil(size / o.get("step", 1)) + 1)
+    from xai_jax.metrics.faithfulness import curve_counts
+    return 2 * len(curve_counts(size, o.get("n_points"), o.get("step")))
 
 
 def _regions(o, size):

@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from xai_jax.attribution.common import score_transform
+from xai_jax.attribution.common import PASS_ELEMENTS, score_transform
 from xai_jax.batching import program_cache, run_in_batches
 from xai_jax.checks import (
     at_precision,
@@ -293,6 +293,26 @@ def gaussian_blur(x: jax.Array, sigma: float, kind: str = "gaussian", taps: int 
     return x
 
 
+DEFAULT_CURVE_POINTS = 100  # deletion_insertion's n_points (issue 20: 100 points per curve, not one per position)
+
+
+def curve_counts(n_pos: int, n_points: int | None, step: int | None) -> np.ndarray:
+    """Positions removed at each point of a deletion/insertion curve (0 first, n_pos last):
+    n_points + 1 evenly spaced counts (default DEFAULT_CURVE_POINTS; every count when n_pos is
+    smaller), or 0, step, 2 step, ..., n_pos."""
+    if step is not None and n_points is not None:
+        raise ValueError(f"pass n_points or step, not both (got n_points={n_points}, step={step})")
+    if step is not None:
+        step = check_int(step, "step", 1)
+        if step > n_pos:
+            raise ValueError(f"step {step} exceeds the {n_pos} spatial positions")
+        return np.minimum(np.arange(-(-n_pos // step) + 1) * step, n_pos)
+    n_points = DEFAULT_CURVE_POINTS if n_points is None else check_int(n_points, "n_points", 1)
+    if n_points >= n_pos:
+        return np.arange(n_pos + 1)
+    return np.unique(np.round(np.arange(n_points + 1) * (n_pos / n_points)).astype(np.int64))
+
+
 @with_channel_axis
 @at_precision
 def deletion_insertion(
@@ -300,7 +320,8 @@ def deletion_insertion(
     xs,
     saliency,
     *,
-    step: int = 1,
+    n_points: int | None = None,
+    step: int | None = None,
     baseline: float = 0.0,
     blur: str = "rise",
     blur_sigma: float = 5.0,
@@ -314,10 +335,14 @@ def deletion_insertion(
 ) -> dict[str, np.ndarray | float]:
     """Deletion and insertion curves and AUCs (Petsiuk, Das & Saenko 2018, RISE).
 
-    Positions are visited in decreasing saliency, `step` at a time. Deletion sets them to
-    `baseline` starting from x; insertion copies them from x into a blurred x. The class
-    probability is recorded before the first and after every step; AUC is the trapezoid
-    area over the removed/inserted fraction in [0, 1].
+    Positions are visited in decreasing saliency. Deletion sets them to `baseline` starting
+    from x; insertion copies them from x into a blurred x. The class probability is recorded
+    at each point of the curve; AUC is the trapezoid area over the removed/inserted fraction
+    in [0, 1].
+    n_points: the curve has n_points + 1 points (default 100): round(i * n_pos / n_points)
+      positions removed/inserted, i = 0..n_points (every position, when the input has fewer
+      than n_points). step (instead of n_points): `step` positions at a time, 0, step,
+      2 step, ..., n_pos (step=1: every position, RISE's curve; ceil(n_pos / step) + 1 points).
     blur: "rise" (default: RISE's reference kernel, 11 taps of sigma = blur_sigma with the
       tails folded back, zero padding; the metric is defined by that code, so its AUCs are
       comparable with published ones) or "gaussian" (sigma over 2 ceil(3 sigma) + 1 taps, edge
@@ -325,48 +350,57 @@ def deletion_insertion(
     Ties (positions of exactly equal saliency) are visited in uniformly random order: the
     curves of an input with ties are the mean over tie_draws keyed orders (key, default
     jax.random.key(0)); inputs without ties use one order. precision: as drop_increase.
-    Returns per-input curves (N, steps + 1), AUCs (N,), their means and "tie_share".
+    Memory: the curve points of the inputs in a batch are evaluated in passes of at most
+    PASS_ELEMENTS["forward"] (2**22) input elements (attribution.common; lax.map; a pass of
+    one 224 x 224 x 3 image: 13 points, 27 forwards), so peak memory does not grow with the input's
+    size, the number of points or tie_draws (a pass holds at least one point per input).
+    Returns per-input curves (N, points), AUCs (N,), their means, "fractions" and "tie_share".
     """
     xs, maps, targets = _prepare(f, xs, saliency, targets, batch_size, "deletion_insertion", mesh)
-    step = check_int(step, "step", 1)
     baseline = check_float(baseline, "baseline")
     blur_sigma = check_float(blur_sigma, "blur_sigma", low=0.0, low_open=True)
     check_choice(blur, "blur", BLURS)
     tie_draws = check_int(tie_draws, "tie_draws", 1)
     check_precision(precision)
     n_pos = int(np.prod(xs.shape[1:-1]))
-    if step > n_pos:
-        raise ValueError(f"step {step} exceeds the {n_pos} spatial positions")
-    n_steps = -(-n_pos // step)
-    counts = np.minimum(np.arange(n_steps + 1) * step, n_pos)
+    counts = curve_counts(n_pos, n_points, step)
     fractions = counts / n_pos
     s = score_transform(score)
+    size = int(np.prod(xs.shape[1:]))
 
     def score_of(v, c):  # NaN when any logit is not finite (softmax could hide it)
         logits = f(v)
         return jnp.where(jnp.isfinite(logits).all(), s(logits)[c], jnp.nan)
 
-    def make_one(draws):
+    def passes(draws, rows):
+        # (draw, point) jobs of one input, evaluated `per_pass` at a time: each job is two
+        # forwards (deletion, insertion), and the batch's `rows` inputs run side by side
+        return max(1, min(draws * len(counts), PASS_ELEMENTS["forward"] // (2 * rows * size)))
+
+    def make_one(draws, per_pass):
+
         def one(x, m, t, kd, i):
             c = jnp.where(t < 0, jnp.argmax(f(x)), t)
             ranks = index_ranks(m)[None] if draws == 1 else tie_broken_ranks(m, _input_key(kd, i), draws)
             blurred = gaussian_blur(x, blur_sigma, blur)
 
-            def curves(rank):
-                def at(count):
-                    chosen = (rank < count)[..., None]
-                    return score_of(jnp.where(chosen, baseline, x), c), score_of(jnp.where(chosen, x, blurred), c)
+            def at(job):
+                draw, count = job
+                chosen = (ranks[draw] < count)[..., None]
+                return score_of(jnp.where(chosen, baseline, x), c), score_of(jnp.where(chosen, x, blurred), c)
 
-                return jax.vmap(at)(jnp.asarray(counts))
-
-            deletion, insertion = jax.vmap(curves)(ranks)
-            return deletion.mean(0), insertion.mean(0)
+            grid = (jnp.repeat(jnp.arange(draws), len(counts)), jnp.tile(jnp.asarray(counts), draws))
+            deletion, insertion = jax.lax.map(at, grid, batch_size=per_pass)
+            return (deletion.reshape(draws, -1).mean(0), insertion.reshape(draws, -1).mean(0))
         return one
 
     tied = has_ties(maps) if tie_draws > 1 else np.zeros(len(xs), bool)
-    settings = ("deletion_insertion", step, baseline, blur, blur_sigma, score, n_pos)
-    plain = _runner(f, (*settings, 1), lambda: make_one(1), mesh, 5)
-    with_ties = _runner(f, (*settings, tie_draws), lambda: make_one(tie_draws), mesh, 5)
+    settings = ("deletion_insertion", tuple(counts), baseline, blur, blur_sigma, score, n_pos)
+    rows_plain = min(batch_size, len(xs))  # the rows _split_run puts in one batch of each kind
+    rows_tied = min(max(1, batch_size // tie_draws), len(xs))
+    per_plain, per_tied = passes(1, rows_plain), passes(tie_draws, rows_tied)
+    plain = _runner(f, (*settings, 1, per_plain), lambda: make_one(1, per_plain), mesh, 5)
+    with_ties = _runner(f, (*settings, tie_draws, per_tied), lambda: make_one(tie_draws, per_tied), mesh, 5)
     arrays = (xs, maps, targets, _key_data(key, len(xs)), np.arange(len(xs), dtype=np.int32))
     deletion, insertion = _split_run(plain, with_ties, tied, arrays, batch_size, tie_draws, mesh, precision)
     _check_scores(np.concatenate([deletion, insertion], 1), "deletion_insertion")

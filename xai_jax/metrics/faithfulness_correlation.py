@@ -44,6 +44,12 @@ def _fill_value(fill) -> Callable[[jax.Array], jax.Array]:
     return lambda x: jnp.asarray(value, x.dtype)
 
 
+def default_subset_size(n_features: int) -> int:
+    """faithfulness_correlation's default subset size: round(sqrt(n_features)), at least 1
+    (224 for a 224 x 224 map, Quantus' default)."""
+    return max(1, int(round(np.sqrt(n_features))))
+
+
 @functools.partial(with_channel_axis, input_shaped=("saliency",))
 @at_precision
 def faithfulness_correlation(
@@ -52,7 +58,7 @@ def faithfulness_correlation(
     saliency,
     *,
     targets=None,
-    subset_size: int,
+    subset_size: int | None = None,
     n_runs: int = 100,
     fill: float | str = 0.0,
     key: jax.Array,
@@ -71,7 +77,9 @@ def faithfulness_correlation(
     saliency: (N, *spatial) maps, whose features are the spatial positions (a chosen
     position is filled in every channel), or attributions shaped like the inputs, whose
     features are single values (as Quantus flattens them). subset_size: 1 <= subset_size
-    <= the number of features (Quantus' default 224 suits 224 x 224 images). fill: a
+    <= the number of features n; None (default): round(sqrt(n)), at least 1, which is
+    Quantus' fixed default of 224 for a 224 x 224 map and scales with the input (6 of
+    MNIST-1D's 40 positions; 388 of the 150,528 values of a 224 x 224 x 3 attribution). fill: a
     number, or "black" / "white" / "mean": the min / max / mean of each x (Quantus'
     perturb_baseline, default "black"). targets: (N,) classes, or None for the predicted
     class. A constant A or D (e.g. an all-zero map) has no correlation: 1.0 when A = D in
@@ -90,7 +98,7 @@ def faithfulness_correlation(
     maps = check_finite_maps(saliency, xs.shape if per_value else xs.shape[:-1],
                              like=f"the inputs' spatial shape {xs.shape[:-1]}, or the inputs' shape")
     n_features = int(np.prod(maps.shape[1:]))
-    subset_size = check_int(subset_size, "subset_size", 1)
+    subset_size = default_subset_size(n_features) if subset_size is None else check_int(subset_size, "subset_size", 1)
     if subset_size > n_features:
         raise ValueError(f"subset_size={subset_size} exceeds the {n_features} "
                          f"{'values' if per_value else 'spatial positions'} of each input")

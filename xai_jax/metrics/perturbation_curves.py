@@ -3,9 +3,12 @@
 
 Inputs are 1-D signals (N, L, C) or images (N, H, W, C); saliency maps have the spatial
 shape (N, L) or (N, H, W). A "position" is one spatial location with all its channels.
-Every curve of an input is one jitted, vmapped batch of perturbed inputs (`chunk_size`
-evaluates the steps in sequential chunks with lax.map, to bound memory on images); inputs
-run in fixed-size padded batches of `batch_size`.
+Every curve of an input is one jitted, vmapped batch of perturbed inputs, evaluated in
+sequential chunks of `chunk_size` points with lax.map to bound memory on images. The
+default chunk_size="auto" keeps one pass of a batch within PASS_ELEMENTS["forward"] (2**22)
+input elements: min(batch_size, N) rows x points x input size (all points in one vmap for
+small inputs such as MNIST-1D; 27 per pass for one 224 x 224 x 3 image); None: one vmap.
+Inputs run in fixed-size padded batches of `batch_size`.
 
 Ties: where the curve depends on the order of positions (or patches) of exactly equal
 saliency, i.e. where more positions tie at some cut than the cut keeps
@@ -43,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.attribution.common import score_transform
+from xai_jax.attribution.common import PASS_ELEMENTS, check_chunk_size, score_transform
 from xai_jax.batching import program_cache, run_in_batches
 from xai_jax.checks import (
     at_precision,
@@ -51,7 +54,6 @@ from xai_jax.checks import (
     check_float,
     check_int,
     check_key,
-    check_optional_int,
     check_precision,
     is_concrete,
     precision_scope,
@@ -112,9 +114,19 @@ def _runner(f: Callable, tag: tuple, build: Callable[[], Callable]) -> Callable:
     return cache[tag]
 
 
-def _check_common(tie_draws, chunk_size, precision) -> tuple[int, int | None]:
+def _check_common(tie_draws, chunk_size, precision) -> tuple[int, int | str | None]:
     check_precision(precision)
-    return check_int(tie_draws, "tie_draws", 1), check_optional_int(chunk_size, "chunk_size", 1)
+    return check_int(tie_draws, "tie_draws", 1), check_chunk_size(chunk_size)
+
+
+def _chunk_for(chunk_size: int | str | None, points: int, xs: np.ndarray, batch_size: int) -> int | None:
+    """The curve points one pass evaluates per input: chunk_size, or for "auto" (the default)
+    as many as keep the batch's rows x points within PASS_ELEMENTS["forward"] input elements
+    (rows = min(batch_size, N), the batch run_in_batches forms); None: all in one vmap."""
+    if chunk_size == "auto":
+        rows = max(1, min(batch_size, len(xs)))
+        chunk_size = max(1, PASS_ELEMENTS["forward"] // (rows * int(np.prod(xs.shape[1:]))))
+    return None if chunk_size is None or chunk_size >= points else int(chunk_size)
 
 
 def _run_curves(f, tag, prelude, curve, reduce, xs, values, targets, tied, extra, draws, batch_size, precision):
@@ -187,7 +199,7 @@ def pixel_flipping(
     key=None,
     precision: str | None = "highest",
     batch_size: int = 100,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
 ) -> dict[str, np.ndarray | float]:
     """Pixel flipping (Bach et al. 2015, "On pixel-wise explanations for non-linear
     classifier decisions by layer-wise relevance propagation", PLoS ONE 10(7)), as Quantus
@@ -208,8 +220,8 @@ def pixel_flipping(
 
     Forwards per input: K (+1 for targets=None); K * tie_draws (+1) where ties decide the
     order. chunk_size: evaluate the K steps in sequential chunks instead of one vmap (images:
-    K = H * W perturbed copies per input otherwise; or raise features_in_step). Ties, keys,
-    precision: see the module docstring.
+    K = H * W perturbed copies per input otherwise); "auto" (default): see the module
+    docstring. Ties, keys, precision: see the module docstring.
     Returns {"curves" (N, K), "auc" (N,), "auc_mean", "tie_share"}.
     """
     predicted = targets is None
@@ -222,6 +234,7 @@ def pixel_flipping(
     tie_draws, chunk_size = _check_common(tie_draws, chunk_size, precision)
     s = score_transform(score)
     counts = np.minimum(np.arange(1, -(-n // step) + 1) * step, n)
+    chunk_size = _chunk_for(chunk_size, len(counts), xs, batch_size)
     score_of = _score_of(f, s)
 
     def curve(x, rank, c, i, extra):
@@ -275,7 +288,7 @@ def region_perturbation(
     key=None,
     precision: str | None = "highest",
     batch_size: int = 100,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
 ) -> dict[str, np.ndarray | float]:
     """Region perturbation and AOPC (Samek et al. 2017, "Evaluating the visualization of
     what a deep neural network has learned", IEEE TNNLS 28(11)), as Quantus 0.6
@@ -295,7 +308,8 @@ def region_perturbation(
     s_c: logit, softmax or log-softmax of class c (targets, or the predicted class).
 
     Forwards per input: 1 + R; 1 + R * tie_draws where tied patch sums decide the order.
-    Ties (of patch sums), keys, precision: see the module docstring.
+    chunk_size: the R points in sequential chunks ("auto", the default: see the module
+    docstring; None: one vmap). Ties (of patch sums), keys, precision: see the module docstring.
     Returns {"curves" (N, R), "aopc" (N,), "aopc_mean", "auc" (N,), "auc_mean", "tie_share"}.
     """
     predicted = targets is None
@@ -326,6 +340,7 @@ def region_perturbation(
         values = np.asarray(jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(k_noise, i), (n_patches,)))(
             jnp.arange(len(xs))))
     counts = np.arange(1, regions + 1)
+    chunk_size = _chunk_for(chunk_size, len(counts), xs, batch_size)
     score_of = _score_of(f, s)
     ids_j = jnp.asarray(ids)
 
@@ -504,7 +519,7 @@ def road(
     tie_draws: int = 64,
     precision: str | None = "highest",
     batch_size: int = 25,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
     iterations: int | None = None,
 ) -> dict[str, np.ndarray | float]:
     """ROAD: RemOve And Debias (Rong et al. 2022, "A Consistent and Efficient Evaluation
@@ -532,8 +547,8 @@ def road(
     Forwards per input: P (+1 for targets=None); P * tie_draws where ties at a cut decide
     the removed set (each with its own imputation). Noise for input i, percentage j:
     fold_in(fold_in(k_noise, i), j), the same for every tie order and for MoRF and LeRF.
-    batch_size inputs x P imputations run at once (chunk_size: P in chunks). Ties, keys,
-    precision: see the module docstring.
+    batch_size inputs x P imputations run at once (chunk_size: P in chunks; see the module
+    docstring for "auto", the default). Ties, keys, precision: see the module docstring.
     Returns {"percentages" (P,), "curves" (N, P), "correct" (N, P), "accuracy" (P,),
     "curve_mean" (P,), "imputation_residual" (N,), "tie_share"}.
     """
@@ -553,6 +568,7 @@ def road(
     order = check_choice(order, "order", ORDERS)
     noise = check_float(noise, "noise", low=0.0)
     tie_draws, chunk_size = _check_common(tie_draws, chunk_size, precision)
+    chunk_size = _chunk_for(chunk_size, len(counts), xs, batch_size)
     iterations = default_iterations(spatial) if iterations is None else check_int(iterations, "iterations", 1)
     s = score_transform(score)
     score_of = _score_of(f, s)

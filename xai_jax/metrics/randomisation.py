@@ -46,6 +46,7 @@ import numpy as np
 
 from xai_jax.adapters import Model, adapt, framework, is_adapter
 from xai_jax.adapters.base import salted
+from xai_jax.attribution.common import pairwise_mean, resolve_chunk
 from xai_jax.batching import batch_for, inputs_per_call, program_cache, run_in_batches
 from xai_jax.checks import (
     check_batch,
@@ -229,8 +230,12 @@ class _ModelMetric:
                 noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys) * sigma
                 noise = noise.at[n_noisy - 1].set(0.0)
                 mkeys = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(mkey, i), s))(jnp.arange(n_noisy))
-                maps = jax.vmap(lambda e, k: explain(p, x + e, t, k))(noise, mkeys)
-                return maps.mean(0)
+                # bounded memory on images: the noisy copies in chunks (attribution.common.resolve_chunk)
+                chunk = resolve_chunk("auto", n_noisy, x.size)
+                explain_noisy = lambda ek: explain(p, x + ek[0], t, ek[1])  # noqa: E731
+                maps = jax.vmap(explain_noisy)((noise, mkeys)) if chunk is None else \
+                    jax.lax.map(explain_noisy, (noise, mkeys), batch_size=chunk)
+                return pairwise_mean(maps)
 
         # params are an argument of one jitted function: every randomised copy reuses its program,
         # and repeated calls with the same method, model and settings reuse it too (cached)

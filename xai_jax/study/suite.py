@@ -159,12 +159,14 @@ def _localisation(mp: np.ndarray, supports: np.ndarray, suffix: str = "") -> dic
 def measure_all(f: Callable, xs: np.ndarray, ys: np.ndarray, maps: dict[str, np.ndarray], *,
                 k: float, supports: np.ndarray | None = None, supports_any: np.ndarray | None = None,
                 signed: Iterable[str] = (), conventions: Sequence[str] = ("precise",),
-                deletion_step: int = 1, blur: str = "rise", blur_sigma: float = 5.0,
+                deletion_step: int | None = None, blur: str = "rise", blur_sigma: float = 5.0,
                 completeness: dict[str, np.ndarray] | None = None, tie_draws: int = 64,
                 seed: int = 0, batch_size: int = 50) -> dict[str, Any]:
     """Every metric for every method: per-input values, means with bootstrap 95% CIs and a
     per-class breakdown. Drop/increase and deletion/insertion use the predicted class.
 
+    deletion_step: deletion/insertion's step (positions per curve point); None: its default
+      of 100 points per curve (metrics.deletion_insertion).
     conventions: drop/increase conventions computed; "precise" gives "drop"/"increase",
       "study" gives "drop_study"/"increase_study" (see metrics.drop_increase).
     signed: names of methods whose maps are signed; their localisation metrics use |map|
