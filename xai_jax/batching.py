@@ -33,20 +33,68 @@ from xai_jax.checks import check_array, check_int, check_key, check_mesh, check_
 from xai_jax.distributed import gather_process_shards, spans_processes, to_host
 
 
-def program_cache(owner) -> dict:
-    """The dict of compiled programs kept on `owner` (a function or callable object) itself, so
+class Programs:
+    """The compiled programs cached on one owner, as seen by one caller: `tag in programs`,
+    `programs[tag]`, `programs[tag] = program`, `programs.setdefault(tag, program)` and
+    `programs.get(tag)` act as on a dict, except that an entry stored when the owner (or the
+    `depends` of program_cache) reached other arrays or values counts as absent, and is
+    replaced when stored again (see xai_jax.captured)."""
+
+    __slots__ = ("store", "stamp")
+
+    def __init__(self, store: dict, stamp):
+        self.store, self.stamp = store, stamp
+
+    def __contains__(self, tag) -> bool:
+        entry = self.store.get(tag)
+        return entry is not None and entry[0] == self.stamp
+
+    def __getitem__(self, tag):
+        if tag not in self:
+            raise KeyError(tag)
+        return self.store[tag][1]
+
+    def get(self, tag, default=None):
+        return self[tag] if tag in self else default
+
+    def __setitem__(self, tag, program) -> None:
+        if self.stamp is not None:  # entries compiled from the owner's former state are dropped
+            stale = [t for t, (stamp, _) in self.store.items() if stamp is not None and stamp[0] != self.stamp[0]]
+            for t in stale:
+                del self.store[t]
+        self.store[tag] = (self.stamp, program)
+
+    def setdefault(self, tag, program):
+        if tag not in self:
+            self[tag] = program
+        return self[tag]
+
+
+def program_cache(owner, *depends, track: bool = True) -> Programs:
+    """The compiled programs kept on `owner` (a function, Method or callable object) itself, so
     that they live exactly as long as it does. (A module-level weak dict keyed on the owner
     would never free it: each program's closure refers back to the owner.) An owner that takes
-    no attributes gets a fresh dict: no caching, nothing kept."""
+    no attributes gets a fresh store: no caching, nothing kept.
+
+    track: a program is used only while the owner and `depends` (other callables the program
+    closes over) reach the same arrays and Python values as when it was compiled: a function
+    whose captured params were replaced (`P["p"] = new` for `lambda z: model.apply({"params":
+    P["p"]}, z)`) is compiled again (xai_jax.captured.fingerprint, about 0.1-0.3 ms a call;
+    what it cannot see is listed there and in docs/errors.md). track=False for owners that
+    are themselves programs of this cache."""
+    from xai_jax.captured import PROGRAMS_ATTRIBUTE, fingerprint
+    stamp = (fingerprint(owner), fingerprint(*depends)) if track else None
     if inspect.ismethod(owner):  # a bound method shares its function's __dict__ with every instance:
         try:                      # keep the programs on the instance it is bound to
-            return vars(owner.__self__).setdefault(f"_xai_jax_programs_{owner.__func__.__name__}", {})
+            store = vars(owner.__self__).setdefault(f"{PROGRAMS_ATTRIBUTE}_{owner.__func__.__name__}", {})
         except TypeError:
-            return {}
-    try:
-        return vars(owner).setdefault("_xai_jax_programs", {})
-    except TypeError:  # no __dict__
-        return {}
+            store = {}
+    else:
+        try:
+            store = vars(owner).setdefault(PROGRAMS_ATTRIBUTE, {})
+        except TypeError:  # no __dict__
+            store = {}
+    return Programs(store, stamp)
 
 
 # Backends whose compiled calls take NumPy batches directly (no explicit device_put, no
@@ -402,7 +450,7 @@ def attribute(
     if batch_size is None:
         capacity = None
         if mesh is None:  # the probe is compiled once per (method, input shape), whatever N is
-            cache = program_cache(fn)
+            cache = program_cache(fn, track=False)  # fn: a program of _batched's cache
             tag = ("inputs_per_call", tuple(xs.shape[1:]), str(xs.dtype))
             if tag not in cache:
                 rows = (jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype), jax.ShapeDtypeStruct((), jnp.int32),

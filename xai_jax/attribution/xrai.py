@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xai_jax.batching import program_cache
 from xai_jax.checks import check_array, check_float, check_int, is_concrete
 from xai_jax.method import Method, method_factory
 
@@ -166,7 +167,16 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
     channel_axis = check_int(channel_axis, "channel_axis")
     if not isinstance(return_ranks, bool):
         raise TypeError(f"return_ranks must be a bool, got {type(return_ranks).__name__} {return_ranks!r}")
-    base = jax.jit(method)  # the base attribution compiled once per input shape, not run op by op
+
+    def base(x, target):
+        # the base attribution compiled once per input shape (not run op by op), and again when
+        # the arrays the method captures change (program_cache; a bare jax.jit(method) would
+        # keep JAX's trace of the first ones)
+        cache = program_cache(method)
+        if "xrai_base" not in cache:
+            cache["xrai_base"] = jax.jit(lambda x, t: method(x, t))
+        return cache["xrai_base"](x, target)
+
     fixed = None
     if segments is not None and not callable(segments):
         fixed = np.asarray(segments)
