@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from xai_jax.checks import check_array, check_int, check_key, check_mesh, check_targets, num_outputs
+from xai_jax.checks import check_array, check_int, check_key, check_mesh, check_method, check_targets, num_outputs
 from xai_jax.distributed import gather_process_shards, spans_processes, to_host
 
 
@@ -82,8 +82,10 @@ def program_cache(owner, *depends, track: bool = True) -> Programs:
     P["p"]}, z)`) is compiled again (xai_jax.captured.fingerprint, about 0.1-0.3 ms a call;
     what it cannot see is listed there and in docs/errors.md). track=False for owners that
     are themselves programs of this cache."""
+    from xai_jax.attribution.common import current_outputs
     from xai_jax.captured import PROGRAMS_ATTRIBUTE, fingerprint
-    stamp = (fingerprint(owner), fingerprint(*depends)) if track else None
+    # programs traced under outputs="probabilities" (attribution.common.outputs_scope) differ too
+    stamp = (fingerprint(owner), fingerprint(*depends, current_outputs())) if track else None
     if inspect.ismethod(owner):  # a bound method shares its function's __dict__ with every instance:
         try:                      # keep the programs on the instance it is bound to
             store = vars(owner.__self__).setdefault(f"{PROGRAMS_ATTRIBUTE}_{owner.__func__.__name__}", {})
@@ -214,10 +216,12 @@ def _batched(method: Callable, keyed: bool, mesh, n_classes: int) -> Callable:
     return cache[tag]
 
 
-def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: int | None) -> int:
+def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: int | None,
+                       who: str = "attribute") -> int:
     """The class count to range-check targets against: from the f the method explains
     (methods built by xai_jax carry it as `method.model_fn`), from `method.num_classes`,
-    or the num_classes argument; a user-written method without either needs the argument."""
+    or the num_classes argument; a user-written method without either needs the argument
+    (the error names `who`, the function whose argument it is)."""
     if num_classes is not None:
         num_classes = check_int(num_classes, "num_classes", 1)
     f = getattr(method, "model_fn", None)
@@ -230,7 +234,8 @@ def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: 
         raise TypeError(
             "num_classes is required: the method carries neither the model function it explains "
             "(methods built by xai_jax do, as method.model_fn) nor method.num_classes, so targets "
-            "cannot be range-checked; pass attribute(..., num_classes=C)"
+            f"cannot be range-checked; pass {who}(..., num_classes=C) (or wrap the method: "
+            f"xai_jax.Method.wrap(fn, model=f))"
         )
     return int(carried if carried is not None else num_classes)
 
@@ -337,8 +342,10 @@ def _listed(idx: np.ndarray, n: int) -> str:
     return f"{idx[:5].tolist()}{' ...' if idx.size > 5 else ''} of {n}"
 
 
-def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int) -> None:
-    """The first problem the fused check found, as the error the host-side checks give."""
+def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int, diagnose: Callable | None = None) -> None:
+    """The first problem the fused check found, as the error the host-side checks give.
+    diagnose(i): input i's method call made eagerly, whose own error (the model's scores are
+    NaN, its outputs are probabilities, ...) says more than "NaN maps" (only on this path)."""
     bad = _rows(codes, X_NOT_FINITE)
     if bad.size:
         raise ValueError(f"xs contains NaN or inf values (inputs {_listed(bad, n)})")
@@ -350,6 +357,11 @@ def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int) -> None:
         raise ValueError(f"targets must lie in [0, {n_classes}) (the model has {n_classes} classes), got "
                          f"{int(values.max())} (inputs {_listed(bad, n)})")
     bad = _rows(codes, MAP_NOT_FINITE)
+    if bad.size and diagnose is not None:
+        try:
+            diagnose(int(bad[0]))
+        except (ValueError, TypeError) as e:  # the eager call's own error, naming the inputs
+            raise type(e)(f"{e} (inputs {_listed(bad, n)})") from None
     if bad.size:
         raise ValueError(f"the method returned NaN or inf for inputs {_listed(bad, n)} (finite inputs, valid "
                          f"targets): check its baseline and the model")
@@ -393,8 +405,7 @@ def attribute(
     first problem raises a ValueError naming the inputs: non-finite xs, targets out of
     range, or maps the method returned as NaN/inf (e.g. a callable baseline yielding NaN).
     """
-    if not callable(method):
-        raise TypeError(f"method must be a function (x, target[, key]) -> map, got {type(method).__name__}")
+    method = check_method(method, "method", "attribute")
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", 1)
     if not isinstance(to_numpy, (bool, np.bool_)):
@@ -439,7 +450,8 @@ def attribute(
         n = xs.shape[0]
     sharding = None
     devices = 1
-    fn = _batched(method, key is not None, mesh, n_classes)
+    keyed_call = key is not None
+    fn = _batched(method, keyed_call, mesh, n_classes)
     key = jax.random.key(0) if key is None else key
     if mesh is not None:
         from jax.sharding import NamedSharding
@@ -466,5 +478,15 @@ def attribute(
                                 desc="attribute", to_numpy=bool(to_numpy), sharding=sharding)
     codes = to_host(codes)  # the one read-back of the check
     if codes.any():
-        _raise_for(codes, targets, n_classes, n)
+        def diagnose(i):
+            t = np.asarray(to_host(targets[i:i + 1]))[0]
+            x = to_host(xs[i:i + 1])[0]
+            return method(x, t, jax.random.fold_in(key, i)) if keyed_call else method(x, t)
+
+        _raise_for(codes, targets, n_classes, n, diagnose)
+    if getattr(method, "extras", {}).get("softmax_scores") and isinstance(out, np.ndarray):
+        zero = np.flatnonzero(~out.reshape(n, -1).any(1))
+        if zero.size:
+            from xai_jax.attribution.common import warn_saturated
+            warn_saturated(getattr(method, "name", "method"), f"inputs {_listed(zero, n)}")
     return out

@@ -124,18 +124,31 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
                    signed: bool | Callable[[dict], bool] = True) -> Callable:
     """Decorates a public factory factory(model_or_method, ...) -> Method so that its Method
     knows its output kind and sign and can be rebound: rebind(model) calls the factory again
-    with the same arguments on `model` (a wrapped Method argument is rebound in turn)."""
+    with the same arguments on `model` (a wrapped Method argument is rebound in turn).
+
+    A factory with a `score` parameter also takes outputs="logits" (default) or
+    "probabilities": what the model returns. With "probabilities" a softmax score is the
+    model's outputs as they are (no second softmax), log_softmax their log. With "logits", a
+    softmax score of outputs that read as probabilities (non-negative rows summing to 1) is a
+    ValueError eagerly and NaN maps under jit (xai_jax.attribution.common.score_transform).
+    The Method carries it as method.outputs."""
     def deco(factory: Callable) -> Callable:
         sig = inspect.signature(factory)
         first = next(iter(sig.parameters))
+        takes_outputs = "score" in sig.parameters and "outputs" not in sig.parameters
 
         @functools.wraps(factory)
         def build(*args, **kwargs):
-            method = factory(*args, **kwargs)
+            from xai_jax.attribution.common import outputs_scope
+            outputs = kwargs.pop("outputs", "logits") if takes_outputs else "logits"
+            with outputs_scope(outputs) as scope:
+                method = factory(*args, **kwargs)
             if not isinstance(method, Method):
                 return method
             bound = sig.bind_partial(*args, **kwargs)
             arguments = dict(bound.arguments)
+            if outputs != "logits":
+                arguments["outputs"] = outputs
             settings = {**{k: p.default for k, p in sig.parameters.items() if p.default is not p.empty}, **arguments}
 
             def rebinder(model, arguments=arguments):
@@ -154,7 +167,8 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
             return dataclasses.replace(
                 method, rebinder=rebinder,
                 output=output(settings) if callable(output) else output,
-                signed=signed(settings) if callable(signed) else signed)
+                signed=signed(settings) if callable(signed) else signed,
+                extras={**method.extras, "outputs": outputs, "softmax_scores": scope.softmax})
 
         return build
     return deco

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xai_jax.batching import program_cache
-from xai_jax.checks import check_array, check_float, check_int, is_concrete
+from xai_jax.checks import check_array, check_float, check_int, check_method, is_concrete
 from xai_jax.method import Method, method_factory
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
@@ -155,9 +155,7 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
     segments: None (Felzenszwalb regions, felzenszwalb_segments), a function image ->
       (M, H, W) bool masks, or fixed masks (M, H, W) bool.
     """
-    if not callable(method):
-        raise TypeError(f"method must be an attribution method (x, target) -> attributions, got "
-                        f"{type(method).__name__}")
+    method = check_method(method, "method", "xrai")
     if getattr(method, "keyed", False):
         raise TypeError("xrai takes an unkeyed method (x, target) -> attributions; wrap a keyed one with its key")
     if getattr(method, "returns_delta", False):

@@ -239,7 +239,7 @@ def max_sensitivity(
     if not callable(method):
         raise TypeError(f"method must be a function (x, target[, key]) -> map, got {type(method).__name__}")
     xs = np.asarray(check_batch(xs, "xs", who="max_sensitivity"), np.float32)
-    n_classes = method_num_classes(method, tuple(xs.shape[1:]), num_classes)
+    n_classes = method_num_classes(method, tuple(xs.shape[1:]), num_classes, who="max_sensitivity")
     radius = check_float(radius, "radius", low=0.0)
     n_samples = check_int(n_perturb_samples, "n_perturb_samples", 1)
     vec_norm = _norm(norm)
