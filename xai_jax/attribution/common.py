@@ -98,8 +98,10 @@ def score_transform(score: str, outputs: str | None = None) -> Callable[[jax.Arr
     """Maps the model's outputs to the differentiated scores: identity ("logit"), softmax or
     log-softmax of logits. outputs (default: the enclosing outputs_scope's, else "logits"):
     for "probabilities", "softmax" is the outputs as they are and "log_softmax" their log.
-    A softmax of logits returns NaN for a row that reads as probabilities (a model whose
-    outputs the caller did not declare: a softmax applied twice is never a silent result)."""
+    A softmax of logits is recorded in the scope: the method then checks that the model's
+    outputs for the clean x do not read as probabilities (explanation_method; the metrics
+    check xs[0]), so that a softmax applied twice is never a silent result. Perturbed copies
+    are not checked (a toy model's logits [1, 0] on a masked copy are legitimate)."""
     if not isinstance(score, str):
         raise TypeError(f"score must be one of {SCORES}, got {type(score).__name__} {score!r}")
     if score not in SCORES:
@@ -112,8 +114,7 @@ def score_transform(score: str, outputs: str | None = None) -> Callable[[jax.Arr
     scope = _OUTPUTS_SCOPE.get()
     if scope is not None:
         scope.softmax = True
-    normalise = _nan_propagating(jax.nn.softmax if score == "softmax" else jax.nn.log_softmax)
-    return lambda z: jnp.where(looks_like_probabilities(z), jnp.nan, normalise(z))
+    return _nan_propagating(jax.nn.softmax if score == "softmax" else jax.nn.log_softmax)
 
 
 def class_probabilities(z: jax.Array) -> jax.Array:
