@@ -126,12 +126,12 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
     knows its output kind and sign and can be rebound: rebind(model) calls the factory again
     with the same arguments on `model` (a wrapped Method argument is rebound in turn).
 
-    A factory with a `score` parameter also takes outputs="logits" (default) or
+    A factory with a `score` parameter also takes outputs=None (default), "logits" or
     "probabilities": what the model returns. With "probabilities" a softmax score is the
-    model's outputs as they are (no second softmax), log_softmax their log. With "logits", a
-    softmax score of outputs that read as probabilities (non-negative rows summing to 1) is a
-    ValueError eagerly and NaN maps under jit (xai_jax.attribution.common.score_transform).
-    The Method carries it as method.outputs."""
+    model's outputs as they are (no second softmax), log_softmax their log. With None
+    (logits), a softmax score of outputs that read as probabilities (non-negative, summing
+    to 1) for the clean x is a ValueError eagerly and NaN maps under jit; an explicit
+    "logits" skips that check. The Method carries it as method.outputs."""
     def deco(factory: Callable) -> Callable:
         sig = inspect.signature(factory)
         first = next(iter(sig.parameters))
@@ -140,14 +140,14 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
         @functools.wraps(factory)
         def build(*args, **kwargs):
             from xai_jax.attribution.common import outputs_scope
-            outputs = kwargs.pop("outputs", "logits") if takes_outputs else "logits"
+            outputs = kwargs.pop("outputs", None) if takes_outputs else None
             with outputs_scope(outputs) as scope:
                 method = factory(*args, **kwargs)
             if not isinstance(method, Method):
                 return method
             bound = sig.bind_partial(*args, **kwargs)
             arguments = dict(bound.arguments)
-            if outputs != "logits":
+            if outputs is not None:
                 arguments["outputs"] = outputs
             settings = {**{k: p.default for k, p in sig.parameters.items() if p.default is not p.empty}, **arguments}
 
@@ -168,7 +168,7 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
                 method, rebinder=rebinder,
                 output=output(settings) if callable(output) else output,
                 signed=signed(settings) if callable(signed) else signed,
-                extras={**method.extras, "outputs": outputs, "softmax_scores": scope.softmax})
+                extras={**method.extras, "outputs": scope.outputs, "softmax_scores": scope.softmax})
 
         return build
     return deco

@@ -60,6 +60,8 @@ def test_eager_calls_and_bad_values():
         xj.eigen_cam(logits, outputs="probabilities")
     # score="logit" uses the outputs as they are: no error, whatever they are
     xj.attribute(xj.rise(probabilities, n_masks=16, grid=2, score="logit"), XS, TS, key=KEY)
+    # an explicit outputs="logits" is trusted (the escape hatch for logits that look like probabilities)
+    assert np.isfinite(xj.rise(probabilities, n_masks=16, grid=2, outputs="logits")(XS[0], 0, KEY)).all()
     m = xj.rise(probabilities, n_masks=16, grid=2, outputs="probabilities")
     assert m.outputs == "probabilities" and m.rebind(probabilities).outputs == "probabilities"
 

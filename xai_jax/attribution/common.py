@@ -46,25 +46,28 @@ class OutputsScope:
 
     outputs: str = "logits"
     softmax: bool = False
+    checked: bool = True  # False when the caller declared outputs="logits" himself
 
 
 _OUTPUTS_SCOPE: contextvars.ContextVar[OutputsScope | None] = contextvars.ContextVar("xai_jax_outputs", default=None)
 
 
 def check_outputs(outputs: Any) -> str:
-    if outputs not in OUTPUTS:
+    if not isinstance(outputs, str) or outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS} (what the model returns), got {outputs!r}")
     return outputs
 
 
 @contextlib.contextmanager
-def outputs_scope(outputs: str = "logits"):
+def outputs_scope(outputs: str | None = None):
     """Within it, score_transform (and complement_log_odds, class_probabilities) take the
     model's outputs as `outputs`: "logits" (softmax gives probabilities) or "probabilities"
     (rows already non-negative and summing to 1: "softmax" is the outputs as they are,
     "log_softmax" their log). method_factory and the metrics open one for their outputs=
-    option; the scope records whether a softmax of logits was asked for."""
-    scope = OutputsScope(check_outputs(outputs))
+    option; the scope records whether a softmax of logits was asked for. outputs=None means
+    "logits", checked: outputs that read as probabilities are an error; an explicit
+    "logits" is trusted (the escape hatch for a logit model whose outputs look like that)."""
+    scope = OutputsScope(check_outputs("logits" if outputs is None else outputs), checked=outputs is None)
     token = _OUTPUTS_SCOPE.set(scope)
     try:
         yield scope
@@ -112,7 +115,7 @@ def score_transform(score: str, outputs: str | None = None) -> Callable[[jax.Arr
     if outputs == "probabilities":
         return _nan_propagating(lambda z: z) if score == "softmax" else _nan_propagating(jnp.log)
     scope = _OUTPUTS_SCOPE.get()
-    if scope is not None:
+    if scope is not None and scope.checked:
         scope.softmax = True
     return _nan_propagating(jax.nn.softmax if score == "softmax" else jax.nn.log_softmax)
 

@@ -23,10 +23,11 @@ Every model-evaluating metric is
   metric's own model calls (a Method's maps follow the Method's precision); channel_axis:
   None means the adapter's layout (-1; 0 for Equinox); mesh: accepted everywhere, a no-op
   where a metric does no sharded model work.
-- outputs: "logits" (default) or "probabilities", what the model returns. A metric whose
-  score is a softmax (score="softmax", the default of most) checks xs[0]'s outputs: rows that
-  read as probabilities (non-negative, summing to 1) with outputs="logits" are a ValueError
-  naming outputs="probabilities"; with it, the softmax score is the outputs as they are.
+- outputs: None (logits, checked), "logits" or "probabilities", what the model returns. A
+  metric whose score is a softmax (score="softmax", the default of most) checks xs[0]'s
+  outputs: outputs that read as probabilities (non-negative, summing to 1) are a ValueError
+  naming outputs="probabilities" (with it, the softmax score is the outputs as they are);
+  an explicit outputs="logits" skips the check.
 - The ground-truth metrics take (explanation, support); sparseness and complexity take
   (explanation); all return a MetricResult (xai_jax.metrics.result).
 """
@@ -169,10 +170,12 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
         for alias, real in renames.items():
             if alias in options:
                 options[real] = options.pop(alias)
-        outputs = check_outputs(options.pop("outputs", "logits"))
+        outputs = options.pop("outputs", None)
+        if outputs is not None:
+            check_outputs(outputs)
         key = jax.random.key(0) if key is None else key
         xs_arr = xs if hasattr(xs, "shape") else np.asarray(xs)
-        if outputs == "logits" and options.get("score", default_score) in ("softmax", "log_softmax"):
+        if outputs is None and options.get("score", default_score) in ("softmax", "log_softmax"):
             check_not_probabilities(f, xs_arr, name)
         if targets is None and f is not None and np.ndim(xs_arr) >= 2 and np.shape(xs_arr)[0] > 0 and np.isfinite(
                 np.asarray(xs_arr)).all():
