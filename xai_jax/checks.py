@@ -103,12 +103,19 @@ def check_array(x: Any, name: str = "x", *, float_only: bool = True) -> Any:
     return x
 
 
+HALF_FLOATS = (jnp.bfloat16, jnp.float16)
+
+
 def check_x(x: Any, name: str = "x") -> jax.Array:
-    """One unbatched input: a float array; when concrete, finite."""
+    """One unbatched input: a float array; when concrete, finite. Half-precision inputs
+    (bfloat16, float16) are computed in float32: a model's float32 weights would otherwise
+    meet them in mixed-dtype gradients (found by the property tests: ablation_cam crashed in
+    JAX's transpose rules), and their maps come back float32."""
     check_array(x, name)
-    if is_concrete(x) and not bool(np.isfinite(np.asarray(x)).all()):
+    if is_concrete(x) and not bool(np.isfinite(np.asarray(x, np.float32)).all()):
         raise ValueError(f"{name} contains NaN or inf values (shape {tuple(x.shape)})")
-    return jnp.asarray(x)
+    x = jnp.asarray(x)
+    return x.astype(jnp.float32) if x.dtype in HALF_FLOATS else x
 
 
 def check_target(target: Any, num_classes: int | None, name: str = "target") -> jax.Array:
