@@ -400,6 +400,8 @@ def attribute(
     progress: tqdm bar; default on for > 4 batches.
     to_numpy: True returns NumPy; False returns one (N, ...) jax.Array (a pytree of them
       for methods that return several, e.g. IG with return_delta), left on the device.
+    Programs are cached on `method` and compiled again when the arrays it captures change
+    (program_cache; a NumPy array changed in place is not seen: see docs/errors.md).
     Validation is fused into the compiled call: per input, whether x is finite, the target
     in range and the map finite. After the last batch the codes are read once, and the
     first problem raises a ValueError naming the inputs: non-finite xs, targets out of
