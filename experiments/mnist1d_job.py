@@ -68,6 +68,12 @@ def trained_study_cnn(data_dir: Path | None, quick: bool = False):
     return model, state.params, data
 
 
+def checkpoint_dir(root: Path, preset: str, quick: bool) -> Path:
+    """Where a preset's checkpoints go: the quick run's apart, so that the full job never resumes
+    (and reports) the quick run's model (fit's run record would refuse it too)."""
+    return root / (f"{preset}-quick" if quick else preset)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "mnist1d")
@@ -104,7 +110,7 @@ def main(argv=None) -> dict:
     models, results, histories = {}, {"training": {}}, {}
     for preset, cfg in recipes.items():
         model = mnist1d_cnn(preset)
-        ckpt = args.ckpt_dir / preset
+        ckpt = checkpoint_dir(args.ckpt_dir, preset, args.quick)
         if args.retrain and ckpt.exists():
             import shutil
 

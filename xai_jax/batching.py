@@ -32,24 +32,74 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from xai_jax.checks import check_array, check_int, check_key, check_mesh, check_targets, num_outputs
+from xai_jax.checks import check_array, check_int, check_key, check_mesh, check_method, check_targets, num_outputs
 from xai_jax.distributed import gather_process_shards, spans_processes, to_host
 
 
-def program_cache(owner) -> dict:
-    """The dict of compiled programs kept on `owner` (a function or callable object) itself, so
+class Programs:
+    """The compiled programs cached on one owner, as seen by one caller: `tag in programs`,
+    `programs[tag]`, `programs[tag] = program`, `programs.setdefault(tag, program)` and
+    `programs.get(tag)` act as on a dict, except that an entry stored when the owner (or the
+    `depends` of program_cache) reached other arrays or values counts as absent, and is
+    replaced when stored again (see xai_jax.captured)."""
+
+    __slots__ = ("store", "stamp")
+
+    def __init__(self, store: dict, stamp):
+        self.store, self.stamp = store, stamp
+
+    def __contains__(self, tag) -> bool:
+        entry = self.store.get(tag)
+        return entry is not None and entry[0] == self.stamp
+
+    def __getitem__(self, tag):
+        if tag not in self:
+            raise KeyError(tag)
+        return self.store[tag][1]
+
+    def get(self, tag, default=None):
+        return self[tag] if tag in self else default
+
+    def __setitem__(self, tag, program) -> None:
+        if self.stamp is not None:  # entries compiled from the owner's former state are dropped
+            stale = [t for t, (stamp, _) in self.store.items() if stamp is not None and stamp[0] != self.stamp[0]]
+            for t in stale:
+                del self.store[t]
+        self.store[tag] = (self.stamp, program)
+
+    def setdefault(self, tag, program):
+        if tag not in self:
+            self[tag] = program
+        return self[tag]
+
+
+def program_cache(owner, *depends, track: bool = True) -> Programs:
+    """The compiled programs kept on `owner` (a function, Method or callable object) itself, so
     that they live exactly as long as it does. (A module-level weak dict keyed on the owner
     would never free it: each program's closure refers back to the owner.) An owner that takes
-    no attributes gets a fresh dict: no caching, nothing kept."""
+    no attributes gets a fresh store: no caching, nothing kept.
+
+    track: a program is used only while the owner and `depends` (other callables the program
+    closes over) reach the same arrays and Python values as when it was compiled: a function
+    whose captured params were replaced (`P["p"] = new` for `lambda z: model.apply({"params":
+    P["p"]}, z)`) is compiled again (xai_jax.captured.fingerprint, about 0.1-0.3 ms a call;
+    what it cannot see is listed there and in docs/errors.md). track=False for owners that
+    are themselves programs of this cache."""
+    from xai_jax.attribution.common import current_outputs
+    from xai_jax.captured import PROGRAMS_ATTRIBUTE, fingerprint
+    # programs traced under outputs="probabilities" (attribution.common.outputs_scope) differ too
+    stamp = (fingerprint(owner), fingerprint(*depends, current_outputs())) if track else None
     if inspect.ismethod(owner):  # a bound method shares its function's __dict__ with every instance:
         try:                      # keep the programs on the instance it is bound to
-            return vars(owner.__self__).setdefault(f"_xai_jax_programs_{owner.__func__.__name__}", {})
+            store = vars(owner.__self__).setdefault(f"{PROGRAMS_ATTRIBUTE}_{owner.__func__.__name__}", {})
         except TypeError:
-            return {}
-    try:
-        return vars(owner).setdefault("_xai_jax_programs", {})
-    except TypeError:  # no __dict__
-        return {}
+            store = {}
+    else:
+        try:
+            store = vars(owner).setdefault(PROGRAMS_ATTRIBUTE, {})
+        except TypeError:  # no __dict__
+            store = {}
+    return Programs(store, stamp)
 
 
 # Backends whose compiled calls take NumPy batches directly (no explicit device_put, no
@@ -213,10 +263,12 @@ def _batched(method: Callable, keyed: bool, mesh, n_classes: int) -> Callable:
     return cache[tag]
 
 
-def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: int | None) -> int:
+def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: int | None,
+                       who: str = "attribute") -> int:
     """The class count to range-check targets against: from the f the method explains
     (methods built by xai_jax carry it as `method.model_fn`), from `method.num_classes`,
-    or the num_classes argument; a user-written method without either needs the argument."""
+    or the num_classes argument; a user-written method without either needs the argument
+    (the error names `who`, the function whose argument it is)."""
     if num_classes is not None:
         num_classes = check_int(num_classes, "num_classes", 1)
     f = getattr(method, "model_fn", None)
@@ -229,7 +281,8 @@ def method_num_classes(method: Callable, x_shape: tuple[int, ...], num_classes: 
         raise TypeError(
             "num_classes is required: the method carries neither the model function it explains "
             "(methods built by xai_jax do, as method.model_fn) nor method.num_classes, so targets "
-            "cannot be range-checked; pass attribute(..., num_classes=C)"
+            f"cannot be range-checked; pass {who}(..., num_classes=C) (or wrap the method: "
+            f"xai_jax.Method.wrap(fn, model=f))"
         )
     return int(carried if carried is not None else num_classes)
 
@@ -336,8 +389,10 @@ def _listed(idx: np.ndarray, n: int) -> str:
     return f"{idx[:5].tolist()}{' ...' if idx.size > 5 else ''} of {n}"
 
 
-def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int) -> None:
-    """The first problem the fused check found, as the error the host-side checks give."""
+def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int, diagnose: Callable | None = None) -> None:
+    """The first problem the fused check found, as the error the host-side checks give.
+    diagnose(i): input i's method call made eagerly, whose own error (the model's scores are
+    NaN, its outputs are probabilities, ...) says more than "NaN maps" (only on this path)."""
     bad = _rows(codes, X_NOT_FINITE)
     if bad.size:
         raise ValueError(f"xs contains NaN or inf values (inputs {_listed(bad, n)})")
@@ -349,6 +404,11 @@ def _raise_for(codes: np.ndarray, targets, n_classes: int, n: int) -> None:
         raise ValueError(f"targets must lie in [0, {n_classes}) (the model has {n_classes} classes), got "
                          f"{int(values.max())} (inputs {_listed(bad, n)})")
     bad = _rows(codes, MAP_NOT_FINITE)
+    if bad.size and diagnose is not None:
+        try:
+            diagnose(int(bad[0]))
+        except (ValueError, TypeError) as e:  # the eager call's own error, naming the inputs
+            raise type(e)(f"{e} (inputs {_listed(bad, n)})") from None
     if bad.size:
         raise ValueError(f"the method returned NaN or inf for inputs {_listed(bad, n)} (finite inputs, valid "
                          f"targets): check its baseline and the model")
@@ -396,13 +456,14 @@ def attribute(
     first_index: the global index of xs[0] (a keyed method's input i gets fold_in(key, i)):
       lets a stream explained in pieces give the same maps as one call.
     timing: a dict that receives the first batch's seconds (compile included) and the rest's.
+    Programs are cached on `method` and compiled again when the arrays it captures change
+    (program_cache; a NumPy array changed in place is not seen: see docs/errors.md).
     Validation is fused into the compiled call: per input, whether x is finite, the target
     in range and the map finite. After the last batch the codes are read once, and the
     first problem raises a ValueError naming the inputs: non-finite xs, targets out of
     range, or maps the method returned as NaN/inf (e.g. a callable baseline yielding NaN).
     """
-    if not callable(method):
-        raise TypeError(f"method must be a function (x, target[, key]) -> map, got {type(method).__name__}")
+    method = check_method(method, "method", "attribute")
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", 1)
     if not isinstance(to_numpy, (bool, np.bool_)):
@@ -447,7 +508,8 @@ def attribute(
         n = xs.shape[0]
     sharding = None
     devices = 1
-    fn = _batched(method, key is not None, mesh, n_classes)
+    keyed_call = key is not None
+    fn = _batched(method, keyed_call, mesh, n_classes)
     key = jax.random.key(0) if key is None else key
     if mesh is not None:
         from jax.sharding import NamedSharding
@@ -458,7 +520,7 @@ def attribute(
     if batch_size is None:
         capacity = None
         if mesh is None:  # the probe is compiled once per (method, input shape), whatever N is
-            cache = program_cache(fn)
+            cache = program_cache(fn, track=False)  # fn: a program of _batched's cache
             tag = ("inputs_per_call", tuple(xs.shape[1:]), str(xs.dtype))
             if tag not in cache:
                 rows = (jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype), jax.ShapeDtypeStruct((), jnp.int32),
@@ -480,5 +542,15 @@ def attribute(
     compiled.add((shape, str(xs.dtype)))
     codes = to_host(codes)  # the one read-back of the check
     if codes.any():
-        _raise_for(codes, targets, n_classes, n)
+        def diagnose(i):
+            t = np.asarray(to_host(targets[i:i + 1]))[0]
+            x = to_host(xs[i:i + 1])[0]
+            return method(x, t, jax.random.fold_in(key, first_index + i)) if keyed_call else method(x, t)
+
+        _raise_for(codes, targets, n_classes, n, diagnose)
+    if getattr(method, "extras", {}).get("softmax_scores") and isinstance(out, np.ndarray):
+        zero = np.flatnonzero(~out.reshape(n, -1).any(1))
+        if zero.size:
+            from xai_jax.attribution.common import warn_saturated
+            warn_saturated(getattr(method, "name", "method"), f"inputs {_listed(zero, n)}")
     return out

@@ -103,12 +103,19 @@ def check_array(x: Any, name: str = "x", *, float_only: bool = True) -> Any:
     return x
 
 
+HALF_FLOATS = (jnp.bfloat16, jnp.float16)
+
+
 def check_x(x: Any, name: str = "x") -> jax.Array:
-    """One unbatched input: a float array; when concrete, finite."""
+    """One unbatched input: a float array; when concrete, finite. Half-precision inputs
+    (bfloat16, float16) are computed in float32: a model's float32 weights would otherwise
+    meet them in mixed-dtype gradients (found by the property tests: ablation_cam crashed in
+    JAX's transpose rules), and their maps come back float32."""
     check_array(x, name)
-    if is_concrete(x) and not bool(np.isfinite(np.asarray(x)).all()):
+    if is_concrete(x) and not bool(np.isfinite(np.asarray(x, np.float32)).all()):
         raise ValueError(f"{name} contains NaN or inf values (shape {tuple(x.shape)})")
-    return jnp.asarray(x)
+    x = jnp.asarray(x)
+    return x.astype(jnp.float32) if x.dtype in HALF_FLOATS else x
 
 
 def check_target(target: Any, num_classes: int | None, name: str = "target") -> jax.Array:
@@ -203,6 +210,10 @@ def num_outputs(f: Any, x_shape: tuple[int, ...], dtype=jnp.float32, name: str =
     try:
         out = jax.eval_shape(f, jax.ShapeDtypeStruct(tuple(x_shape), dtype))
     except Exception as e:  # the model's own error, re-raised with what the caller passed
+        hint = model_state_hint(e)
+        if hint is not None:  # not a shape problem: the model's variables or mode
+            raise ValueError(f"{name} fails on one unbatched input of shape {tuple(x_shape)}: {hint} "
+                             f"({error_summary(_root_error(e))})") from e
         raise ValueError(
             f"{name} cannot take x of shape {tuple(x_shape)} (one unbatched input is expected): "
             f"{error_summary(e)}"
@@ -213,6 +224,32 @@ def num_outputs(f: Any, x_shape: tuple[int, ...], dtype=jnp.float32, name: str =
             f"{tuple(x_shape)} it returned {getattr(out, 'shape', type(out).__name__)} (is x batched?)"
         )
     return int(out.shape[0])
+
+
+def _root_error(e: BaseException) -> BaseException:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def model_state_hint(e: BaseException) -> str | None:
+    """What to do when a model fails for its variables or its mode rather than for x's shape
+    (flax's errors, anywhere in e's chain of causes); None for other errors."""
+    chain = []
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__
+    text = " ".join(f"{type(c).__name__}: {c}" for c in chain)
+    if "ScopeCollectionNotFound" in text or "from collection" in text:
+        return ("the model reads a variable collection that its variables lack (e.g. a BatchNorm's batch_stats): "
+                "pass the full variables dict model.init returns, xai_jax.Model(module, variables), not only params")
+    if any(w in text for w in ("TraceContextError", "Cannot mutate", "ModifyScopeVariableError", "is immutable",
+                               "mutable=")):
+        return ("the model updates its own state when called (a BatchNorm in training mode updates its statistics, "
+                "Dropout draws keys): explain it in inference mode, an NNX module after module.eval() (or pass the "
+                "module itself: xai_jax calls NNX modules in inference mode), a linen module with call_kwargs such "
+                "as xai_jax.Model(module, variables, call_kwargs={'train': False})")
+    return None
 
 
 def check_mesh(mesh: Any, name: str = "mesh") -> Any:
@@ -242,6 +279,35 @@ def check_callable(f: Any, name: str = "f", what: str = "a function x -> class s
     if not callable(f):
         raise TypeError(f"{name} must be {what}, got {type(f).__name__}")
     return f
+
+
+def check_method(method: Any, name: str = "method", who: str = "this function") -> Any:
+    """An attribution method (x, target[, key]) -> map: a Method, or a callable that takes two
+    positional arguments. A model (a flax/NNX/Equinox/Haiku module, an xai_jax.Model or
+    adapter, or a function of one argument f(x)) passed where a method is expected is a
+    TypeError at once, with the fix, instead of a framework error at call time."""
+    from xai_jax.method import Method
+    if isinstance(method, Method):
+        return method
+    from xai_jax.adapters import framework, is_adapter
+    from xai_jax.adapters.base import Model
+    kind = framework(method)
+    if kind is not None or isinstance(method, Model) or is_adapter(method):
+        what = f"a {kind} module {type(method).__name__}" if kind else f"the model {type(method).__name__}"
+        raise TypeError(f"{who}: {name} must be an attribution method (x, target) -> map, got {what}: build the method "
+                        f"first, e.g. {who}(xai_jax.saliency(model, ...)) (or f=model for SmoothGrad of saliency)")
+    if not callable(method):
+        raise TypeError(f"{who}: {name} must be an attribution method (x, target) -> map, got {type(method).__name__}")
+    try:
+        params = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):  # no signature (a builtin): trusted
+        return method
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise TypeError(f"{who}: {name} must be an attribution method (x, target) -> map, got a function of "
+                        f"{len(positional)} positional argument(s) ({getattr(method, '__name__', '?')}, a model "
+                        f"f(x)?): pass {who}(xai_jax.saliency(f)) or the method you mean to wrap")
+    return method
 
 
 PRECISIONS = ("default", "high", "highest")

@@ -124,18 +124,31 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
                    signed: bool | Callable[[dict], bool] = True) -> Callable:
     """Decorates a public factory factory(model_or_method, ...) -> Method so that its Method
     knows its output kind and sign and can be rebound: rebind(model) calls the factory again
-    with the same arguments on `model` (a wrapped Method argument is rebound in turn)."""
+    with the same arguments on `model` (a wrapped Method argument is rebound in turn).
+
+    A factory with a `score` parameter also takes outputs=None (default), "logits" or
+    "probabilities": what the model returns. With "probabilities" a softmax score is the
+    model's outputs as they are (no second softmax), log_softmax their log. With None
+    (logits), a softmax score of outputs that read as probabilities (non-negative, summing
+    to 1) for the clean x is a ValueError eagerly and NaN maps under jit; an explicit
+    "logits" skips that check. The Method carries it as method.outputs."""
     def deco(factory: Callable) -> Callable:
         sig = inspect.signature(factory)
         first = next(iter(sig.parameters))
+        takes_outputs = "score" in sig.parameters and "outputs" not in sig.parameters
 
         @functools.wraps(factory)
         def build(*args, **kwargs):
-            method = factory(*args, **kwargs)
+            from xai_jax.attribution.common import outputs_scope
+            outputs = kwargs.pop("outputs", None) if takes_outputs else None
+            with outputs_scope(outputs) as scope:
+                method = factory(*args, **kwargs)
             if not isinstance(method, Method):
                 return method
             bound = sig.bind_partial(*args, **kwargs)
             arguments = dict(bound.arguments)
+            if outputs is not None:
+                arguments["outputs"] = outputs
             settings = {**{k: p.default for k, p in sig.parameters.items() if p.default is not p.empty}, **arguments}
 
             def rebinder(model, arguments=arguments):
@@ -153,9 +166,11 @@ def method_factory(*, output: str | Callable[[dict], str] = "input",
 
             args = {k: v for k, v in settings.items() if k not in (first, "params")}
             return dataclasses.replace(
-                method, rebinder=rebinder, extras={**method.extras, "factory_args": args},
+                method, rebinder=rebinder,
                 output=output(settings) if callable(output) else output,
-                signed=signed(settings) if callable(signed) else signed)
+                signed=signed(settings) if callable(signed) else signed,
+                extras={**method.extras, "factory_args": args, "outputs": scope.outputs,
+                        "softmax_scores": scope.softmax})
 
         return build
     return deco

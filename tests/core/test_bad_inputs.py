@@ -340,6 +340,44 @@ def exits_2(*parts):
     return check
 
 
+def check_doubled_sensitivity(result, tmp_path):
+    """e(x) = 2x: SENS = max_s |d_s| / |x| with d_s ~ U[-0.02, 0.02]^40, below 0.02 * sqrt(40) / |x|."""
+    sens = np.asarray(result["sensitivity"])
+    bound = 0.02 * np.sqrt(40) / np.linalg.norm(data().reshape(N, -1), axis=1)
+    assert sens.shape == (N,) and (sens > 0).all() and (sens <= bound).all(), (sens, bound)
+
+
+def batchnorm_params_only():
+    """(module, params) of a linen model with BatchNorm, without its batch_stats."""
+    import flax.linen as nn
+
+    class BN(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(4, (3,))(x)))
+            return nn.Dense(3)(x.mean(1))
+
+    variables = BN().init(jax.random.key(0), jnp.zeros((1, 40, 1)))
+    return BN(), variables["params"]
+
+
+def nnx_in_train_mode():
+    """f(x) of an NNX model with BatchNorm, left in training mode."""
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv, self.bn = nnx.Conv(1, 4, (3,), rngs=rngs), nnx.BatchNorm(4, rngs=rngs)
+            self.dense = nnx.Linear(4, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return self.dense(nnx.relu(self.bn(self.conv(x))).mean(-2))
+
+    net = Net(nnx.Rngs(0))
+    net.train()
+    return lambda x: net(x[None])[0]
+
+
 # ----------------------------------------------------------------------------- the table
 
 X0 = data(1)[0]
@@ -619,6 +657,28 @@ CASES = [
                  (ValueError, ["holds 1 value", "maps[None]"]), id="sparseness-unbatched"),
     pytest.param(lambda p: lambda: xj.occlusion(f(), window=2, stride=5, allow_gaps="yes"),
                  (TypeError, ["allow_gaps must be True or False"]), id="occlusion-allow-gaps-type"),
+    # issue 21: a model where a method is expected, a model's state or mode, the argument to name
+    pytest.param(lambda p: lambda: xj.smoothgrad(cnn()[0]),
+                 (TypeError, ["smoothgrad: method must be an attribution method", "linen module MNIST1DCNN",
+                              "xai_jax.saliency(model"]), id="smoothgrad-of-a-module"),
+    pytest.param(lambda p: lambda: xj.smoothgrad(xj.Model(cnn()[0], {"params": cnn()[1]})),
+                 (TypeError, ["smoothgrad: method must be", "the model Model"]), id="smoothgrad-of-a-model"),
+    pytest.param(lambda p: lambda: xj.smoothgrad(f()),
+                 (TypeError, ["function of 1 positional argument", "a model f(x)?"]), id="smoothgrad-of-f"),
+    pytest.param(lambda p: lambda: xj.xrai(cnn()[0]), (TypeError, ["xrai: method must be", "linen module"]),
+                 id="xrai-of-a-module"),
+    pytest.param(lambda p: lambda: xj.attribute(cnn()[0], XS, targets()),
+                 (TypeError, ["attribute: method must be", "linen module"]), id="attribute-of-a-module"),
+    pytest.param(lambda p: lambda: xj.grad_cam(*batchnorm_params_only())(X0, 0),
+                 (ValueError, ["variable collection that its variables lack", "batch_stats",
+                               "xai_jax.Model(module, variables)"]), id="grad-cam-batchnorm-params-only"),
+    pytest.param(lambda p: lambda: xj.attribute(xj.saliency(nnx_in_train_mode()), XS, targets()),
+                 (ValueError, ["updates its own state", "module.eval()"]), id="nnx-train-mode-as-f"),
+    pytest.param(lambda p: lambda: xj.metrics.max_sensitivity(double, XS, targets(), key=KEY),
+                 (TypeError, ["num_classes is required", "max_sensitivity(..., num_classes=C)"]),
+                 id="max-sensitivity-user-method-no-model"),
+    pytest.param(lambda p: lambda: xj.metrics.max_sensitivity(f(), XS, double, targets(), key=KEY, n_perturb_samples=2),
+                 check_doubled_sensitivity, id="max-sensitivity-user-method-model-given"),
 ]
 
 

@@ -154,3 +154,28 @@ def test_labels_from_folder_and_name_may_agree(tmp_path):
     (tmp_path / "02_STROMA").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "02_STROMA" / "x_label_1_label_1.png")
     np.testing.assert_array_equal(load_folder(tmp_path, size=8).y, [1])
+
+
+LAYOUT_PROBLEMS = [  # (id, make(root): the problem, words both readers' errors hold)
+    ("misspelt class folder", lambda root: (root / SUBDIR / "01_TUMOR").rename(root / SUBDIR / "01_TUMOUR"),
+     ["has no label: its folder '01_TUMOUR' is not one of the class folders (misspelt?)", "01_TUMOR ... 08_EMPTY"]),
+    ("loose image", lambda root: Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(root / SUBDIR / "loose.tif"),
+     ["loose.tif' has no label (a loose image, outside the class folders)"]),
+    ("no class folders", lambda root: [(d.rename(root / SUBDIR / f"x{i}")) for i, d in
+                                       enumerate(sorted((root / SUBDIR).iterdir()))],
+     ["is in the wrong layout: expected class folders 01_TUMOR", "found 16 images in none of them"]),
+]
+
+
+@pytest.mark.parametrize("make, words", [p[1:] for p in LAYOUT_PROBLEMS], ids=[p[0] for p in LAYOUT_PROBLEMS])
+def test_folder_and_zip_readers_reject_the_same_layouts(tmp_path, make, words):
+    """Issue 21: load_zip used to drop an image in a misspelt class folder, or a loose one,
+    that load_folder rejects; both now say the same thing."""
+    make_tiles(tmp_path / "tiles", per_class=2, size=40)
+    make(tmp_path / "tiles")
+    z = zip_folder(tmp_path / "tiles", tmp_path / "k.zip")
+    for read, source in ((load_folder, tmp_path / "tiles"), (load_zip, z)):
+        with pytest.raises(ValueError) as info:
+            read(source, size=16)
+        for w in words:
+            assert w in str(info.value), (read.__name__, str(info.value))

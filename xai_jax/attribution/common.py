@@ -9,6 +9,9 @@ non-finite x or an out-of-range target (see `explanation_method`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -33,19 +36,94 @@ from xai_jax.method import Method, predicted_class
 
 ScoreFn = Callable[[jax.Array], jax.Array]
 SCORES = ("logit", "softmax", "log_softmax")
+OUTPUTS = ("logits", "probabilities")
+PROBABILITY_TOLERANCE = 1e-4  # |sum - 1| of a row that reads as probabilities (float32 sums: ~1e-7)
 
 
-def score_transform(score: str) -> Callable[[jax.Array], jax.Array]:
-    """Maps class logits to the differentiated scores: identity, softmax or log-softmax."""
+@dataclasses.dataclass
+class OutputsScope:
+    """What the model's outputs are while a method or metric is built and run, and whether
+    its scores apply softmax to them (see outputs_scope)."""
+
+    outputs: str = "logits"
+    softmax: bool = False
+    checked: bool = True  # False when the caller declared outputs="logits" himself
+
+
+_OUTPUTS_SCOPE: contextvars.ContextVar[OutputsScope | None] = contextvars.ContextVar("xai_jax_outputs", default=None)
+
+
+def check_outputs(outputs: Any) -> str:
+    if not isinstance(outputs, str) or outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {OUTPUTS} (what the model returns), got {outputs!r}")
+    return outputs
+
+
+@contextlib.contextmanager
+def outputs_scope(outputs: str | None = None):
+    """Within it, score_transform (and complement_log_odds, class_probabilities) take the
+    model's outputs as `outputs`: "logits" (softmax gives probabilities) or "probabilities"
+    (rows already non-negative and summing to 1: "softmax" is the outputs as they are,
+    "log_softmax" their log). method_factory and the metrics open one for their outputs=
+    option; the scope records whether a softmax of logits was asked for. outputs=None means
+    "logits", checked: outputs that read as probabilities are an error; an explicit
+    "logits" is trusted (the escape hatch for a logit model whose outputs look like that)."""
+    scope = OutputsScope(check_outputs("logits" if outputs is None else outputs), checked=outputs is None)
+    token = _OUTPUTS_SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _OUTPUTS_SCOPE.reset(token)
+
+
+def current_outputs() -> str:
+    scope = _OUTPUTS_SCOPE.get()
+    return scope.outputs if scope is not None else "logits"
+
+
+def current_scope() -> OutputsScope | None:
+    return _OUTPUTS_SCOPE.get()
+
+
+def looks_like_probabilities(z: jax.Array) -> jax.Array:
+    """Whether a vector of class scores reads as probabilities: non-negative, summing to 1
+    (within PROBABILITY_TOLERANCE), more than one class. jit-friendly (a bool array)."""
+    return (z.shape[-1] > 1) & (z >= 0).all(-1) & (jnp.abs(z.sum(-1) - 1) <= PROBABILITY_TOLERANCE)
+
+
+def probabilities_error(who: str, where: str = "") -> ValueError:
+    return ValueError(
+        f"{who}: the model's outputs{where} are non-negative and sum to 1, i.e. probabilities, and a softmax score "
+        f"would apply softmax to them a second time. Declare them: outputs='probabilities' (e.g. "
+        f"{who}(..., outputs='probabilities')), or pass score='logit' to use the outputs as they are")
+
+
+def score_transform(score: str, outputs: str | None = None) -> Callable[[jax.Array], jax.Array]:
+    """Maps the model's outputs to the differentiated scores: identity ("logit"), softmax or
+    log-softmax of logits. outputs (default: the enclosing outputs_scope's, else "logits"):
+    for "probabilities", "softmax" is the outputs as they are and "log_softmax" their log.
+    A softmax of logits is recorded in the scope: the method then checks that the model's
+    outputs for the clean x do not read as probabilities (explanation_method; the metrics
+    check xs[0]), so that a softmax applied twice is never a silent result. Perturbed copies
+    are not checked (a toy model's logits [1, 0] on a masked copy are legitimate)."""
     if not isinstance(score, str):
         raise TypeError(f"score must be one of {SCORES}, got {type(score).__name__} {score!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    outputs = check_outputs(current_outputs() if outputs is None else outputs)
     if score == "logit":
         return lambda z: z
-    if score == "softmax":
-        return _nan_propagating(jax.nn.softmax)
-    if score == "log_softmax":
-        return _nan_propagating(jax.nn.log_softmax)
-    raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if outputs == "probabilities":
+        return _nan_propagating(lambda z: z) if score == "softmax" else _nan_propagating(jnp.log)
+    scope = _OUTPUTS_SCOPE.get()
+    if scope is not None and scope.checked:
+        scope.softmax = True
+    return _nan_propagating(jax.nn.softmax if score == "softmax" else jax.nn.log_softmax)
+
+
+def class_probabilities(z: jax.Array) -> jax.Array:
+    """softmax(z) of logits; z itself for outputs declared as probabilities (outputs_scope)."""
+    return z if current_outputs() == "probabilities" else jax.nn.softmax(z)
 
 
 def _nan_propagating(normalise: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
@@ -56,6 +134,16 @@ def _nan_propagating(normalise: Callable[[jax.Array], jax.Array]) -> Callable[[j
 
 GENERIC_NAN_HINT = ("the model's scores or gradients are NaN/inf somewhere on the method's path (e.g. a model "
                     "that divides by zero, such as (x - mean) / std at a constant input)")
+
+
+def warn_saturated(who: str, which: str, probability=None) -> None:
+    """All-zero maps of a softmax score: its gradient vanishes where the probability saturates."""
+    import warnings
+
+    p = "" if probability is None else f" (the class probability is {float(probability):.9g} in float32)"
+    warnings.warn(f"{who}: the maps of {which} are all zero with a softmax score{p}: the softmax saturates for "
+                  f"confident inputs, so its gradient vanishes; pass score='logit' (or 'log_softmax') to explain "
+                  f"them", stacklevel=4)
 
 
 def output_size(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
@@ -90,6 +178,8 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
         check_callable(f, "f")
     check_precision(precision)
     sizes: dict = {}
+    scope = current_scope()  # built inside a factory: whether its scores apply softmax to logits
+    softmax = bool(scope is not None and scope.softmax and f is not None)
 
     def method(x, target, *rest):
         with precision_scope(precision):
@@ -119,13 +209,21 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
         elif rest:
             raise TypeError(f"{method.__name__} takes (x, target); got {len(rest)} extra argument(s)")
         out = fn(x, target, *rest)
+        logits = f(x) if f is not None and (softmax or not reports_scores) else None
         if reports_scores:  # fn returns (maps, whether the logits it computed are finite)
             out, scores_ok = out
         else:
-            scores_ok = jnp.isfinite(f(x)).all() if f is not None else jnp.asarray(True)
+            scores_ok = jnp.isfinite(logits).all() if f is not None else jnp.asarray(True)
         if is_concrete(scores_ok) and not bool(scores_ok):
             raise ValueError(f"the model returns NaN or inf scores for this x (shape {tuple(x.shape)}): "
                              f"{method.__name__} cannot explain it")
+        if softmax:  # a softmax of outputs that already are probabilities: an error, NaN maps under jit
+            probabilities = looks_like_probabilities(logits)
+            if is_concrete(probabilities) and bool(probabilities):
+                raise probabilities_error(method.__name__)
+            scores_ok = scores_ok & ~probabilities
+            if is_concrete(out, target) and bool(scores_ok) and all(not jnp.any(o) for o in jax.tree.leaves(out)):
+                warn_saturated(method.__name__, "this x", class_probabilities(logits)[target])
         ok = jnp.isfinite(x).all() & scores_ok
         if n_classes is not None:
             ok = ok & (target >= 0) & (target < n_classes)

@@ -28,7 +28,7 @@ from xai_jax.attribution.common import (
     resolve_chunk,
     score_transform,
 )
-from xai_jax.checks import is_concrete
+from xai_jax.checks import check_method, is_concrete
 from xai_jax.method import inner_output as _inner_output
 from xai_jax.method import method_factory
 
@@ -89,8 +89,9 @@ def smoothgrad(
         if method is not None:
             raise TypeError("smoothgrad takes either a method or f=, not both")
         method = saliency(f)
-    if not callable(method):
-        raise TypeError(f"method must be an attribution method (x, target) -> map, got {type(method).__name__}")
+    if method is None:
+        raise TypeError("smoothgrad needs a method to average, e.g. smoothgrad(xai_jax.saliency(f)), or f=")
+    method = check_method(method, "method", "smoothgrad")
     if getattr(method, "keyed", False):
         raise TypeError("smoothgrad wraps an unkeyed method (x, target) -> map; this method takes a key")
     if getattr(method, "returns_delta", False):

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xai_jax.checks import check_array, check_float, check_int, is_concrete
+from xai_jax.batching import program_cache
+from xai_jax.checks import check_array, check_float, check_int, check_method, is_concrete
 from xai_jax.method import Method, method_factory
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
@@ -154,9 +155,7 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
     segments: None (Felzenszwalb regions, felzenszwalb_segments), a function image ->
       (M, H, W) bool masks, or fixed masks (M, H, W) bool.
     """
-    if not callable(method):
-        raise TypeError(f"method must be an attribution method (x, target) -> attributions, got "
-                        f"{type(method).__name__}")
+    method = check_method(method, "method", "xrai")
     if getattr(method, "keyed", False):
         raise TypeError("xrai takes an unkeyed method (x, target) -> attributions; wrap a keyed one with its key")
     if getattr(method, "returns_delta", False):
@@ -166,7 +165,16 @@ def xrai(method: Callable, *, segments=None, min_pixel_diff: int = 50, area_thre
     channel_axis = check_int(channel_axis, "channel_axis")
     if not isinstance(return_ranks, bool):
         raise TypeError(f"return_ranks must be a bool, got {type(return_ranks).__name__} {return_ranks!r}")
-    base = jax.jit(method)  # the base attribution compiled once per input shape, not run op by op
+
+    def base(x, target):
+        # the base attribution compiled once per input shape (not run op by op), and again when
+        # the arrays the method captures change (program_cache; a bare jax.jit(method) would
+        # keep JAX's trace of the first ones)
+        cache = program_cache(method)
+        if "xrai_base" not in cache:
+            cache["xrai_base"] = jax.jit(lambda x, t: method(x, t))
+        return cache["xrai_base"](x, target)
+
     fixed = None
     if segments is not None and not callable(segments):
         fixed = np.asarray(segments)

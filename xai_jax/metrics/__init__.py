@@ -74,6 +74,10 @@ infidelity = unified(_robustness.infidelity, name="infidelity", scores="infideli
 
 
 def _max_sensitivity_impl(f, xs, method, targets=None, **kwargs):
+    from xai_jax.method import Method
+    if f is not None and getattr(method, "model_fn", None) is None and getattr(method, "num_classes", None) is None:
+        # a user-written method of the model the metric was given: that model's classes range-check targets
+        method = method.replace(model=f) if isinstance(method, Method) else Method.wrap(method, model=f)
     return _robustness.max_sensitivity(method, xs, targets, **kwargs)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from xai_jax.attribution.common import PASS_ELEMENTS, score_transform
+from xai_jax.attribution.common import PASS_ELEMENTS, class_probabilities, current_outputs, score_transform
 from xai_jax.batching import program_cache, run_in_batches
 from xai_jax.checks import (
     at_precision,
@@ -134,7 +134,10 @@ def top_k_mask(saliency: jax.Array, k: float) -> jax.Array:
 def complement_log_odds(logits: jax.Array, c: jax.Array) -> jax.Array:
     """d = logsumexp(other logits) - logit_c, so that p_c = sigmoid(-d), log p_c = -softplus(d)
     and log(1 - p_c) = -softplus(-d). Exact in float32 where the softmax saturates: p_c
-    rounds to 1.0 once d < -16.6, while d itself keeps its full precision."""
+    rounds to 1.0 once d < -16.6, while d itself keeps its full precision. For outputs
+    declared as probabilities (outputs_scope): d = log(sum of the other p) - log p_c."""
+    if current_outputs() == "probabilities":
+        return jnp.log(jnp.where(jnp.arange(logits.shape[-1]) == c, 0.0, logits).sum()) - jnp.log(logits[c])
     others = jnp.where(jnp.arange(logits.shape[-1]) == c, -jnp.inf, logits)
     return jax.nn.logsumexp(others) - logits[c]
 
@@ -208,7 +211,7 @@ def drop_increase(
         drop = jnp.where(y > 0, jax.nn.relu((y - o) / jnp.where(y > 0, y, 1.0)), 0.0)  # Y = 0: nothing to drop
         # checked on the logits: XLA:CPU's max ignores NaN, so softmax can hide a NaN logit
         finite = jnp.isfinite(logits).all() & jnp.isfinite(masked_logits).all()
-        saturated = jax.nn.softmax(logits)[c] == 1.0
+        saturated = class_probabilities(logits)[c] == 1.0
         return jnp.where(finite, drop, jnp.nan), (o > y).astype(jnp.float32), saturated
 
     def precise_one(draws):
@@ -226,7 +229,7 @@ def drop_increase(
             drop = jax.nn.relu(-jnp.expm1(jax.nn.softplus(d_y) - jax.nn.softplus(d_o)))
             inc = (d_o < d_y).astype(jnp.float32)
             finite = jnp.isfinite(logits).all() & jnp.isfinite(masked_logits).all()
-            saturated = jax.nn.softmax(logits)[c] == 1.0
+            saturated = class_probabilities(logits)[c] == 1.0
             return jnp.where(finite, weights @ drop, jnp.nan), weights @ inc, saturated
         return one
 

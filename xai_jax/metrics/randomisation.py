@@ -241,7 +241,7 @@ class _ModelMetric:
         # and repeated calls with the same method, model and settings reuse it too (cached)
         tag = (smooth, keyed, np.asarray(jax.random.key_data(self.key)).tobytes(),
                np.asarray(jax.random.key_data(mkey)).tobytes() if keyed else None)
-        cache = program_cache(cache_owner if cache_owner is not None else make)
+        cache = program_cache(cache_owner if cache_owner is not None else make, make)
         if tag not in cache:
             cache[tag] = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
         self._run = cache[tag]
@@ -654,7 +654,7 @@ def _random_logit(
         # the method object itself (not its id, which a later object may reuse) is part of the tag
         tag = ("random_logit", method_or_factory, keyed, num_classes,
                np.asarray(jax.random.key_data(key)).tobytes(), np.asarray(jax.random.key_data(mkey)).tobytes())
-        cache = program_cache(f)
+        cache = program_cache(f, method)
         if tag not in cache:
             cache[tag] = jax.jit(jax.vmap(one))
         run = cache[tag]

@@ -39,11 +39,12 @@ from xai_jax.metrics.layout import with_channel_axis
 from xai_jax.metrics.shared import PREDICTED, check_scores
 
 
-def cached_runner(owner: Callable, tag: tuple, build: Callable[[], Callable]) -> Callable:
-    """build(), cached on the owner per tag (xai_jax.batches.program_cache) so that scoring
+def cached_runner(owner: Callable, tag: tuple, build: Callable[[], Callable], depends: tuple = ()) -> Callable:
+    """build(), cached on the owner per tag (xai_jax.batching.program_cache) so that scoring
     many maps of one model compiles once. The runner closes over every callable named by id()
-    in tag, so those ids stay unique while the entry lives."""
-    cache = program_cache(owner)
+    in tag, so those ids stay unique while the entry lives; those callables are `depends`:
+    the runner is compiled again when they or the owner reach other arrays than before."""
+    cache = program_cache(owner, *depends)
     if tag not in cache:
         cache[tag] = build()
     return cache[tag]
@@ -182,7 +183,7 @@ def infidelity(
         return jax.jit(jax.vmap(one, in_axes=axes))
 
     tag = ("infidelity", id(perturb_fn), id(method), bool(arrays), n_samples, bool(normalize), score, keyed, pair)
-    run = cached_runner(f, tag, build)
+    run = cached_runner(f, tag, build, depends=(perturb_fn, method))
     with precision_scope(precision):  # full float32: TF32 cannot move the scores
         values = run_in_batches(run, (xs, targets, *arrays), min(batch_size, len(xs)), args=(key, mkey),
                                 with_index=True)
@@ -238,7 +239,7 @@ def max_sensitivity(
     if not callable(method):
         raise TypeError(f"method must be a function (x, target[, key]) -> map, got {type(method).__name__}")
     xs = np.asarray(check_batch(xs, "xs", who="max_sensitivity"), np.float32)
-    n_classes = method_num_classes(method, tuple(xs.shape[1:]), num_classes)
+    n_classes = method_num_classes(method, tuple(xs.shape[1:]), num_classes, who="max_sensitivity")
     radius = check_float(radius, "radius", low=0.0)
     n_samples = check_int(n_perturb_samples, "n_perturb_samples", 1)
     vec_norm = _norm(norm)

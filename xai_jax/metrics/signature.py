@@ -23,6 +23,11 @@ Every model-evaluating metric is
   metric's own model calls (a Method's maps follow the Method's precision); channel_axis:
   None means the adapter's layout (-1; 0 for Equinox); mesh: accepted everywhere, a no-op
   where a metric does no sharded model work.
+- outputs: None (logits, checked), "logits" or "probabilities", what the model returns. A
+  metric whose score is a softmax (score="softmax", the default of most) checks xs[0]'s
+  outputs: outputs that read as probabilities (non-negative, summing to 1) are a ValueError
+  naming outputs="probabilities" (with it, the softmax score is the outputs as they are);
+  an explicit outputs="logits" skips the check.
 - The ground-truth metrics take (explanation, support); sparseness and complexity take
   (explanation); all return a MetricResult (xai_jax.metrics.result).
 """
@@ -30,12 +35,14 @@ Every model-evaluating metric is
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from xai_jax.attribution.common import check_outputs, looks_like_probabilities, outputs_scope, probabilities_error
 from xai_jax.checks import check_int, precision_scope
 from xai_jax.method import Method
 from xai_jax.metrics.result import MetricResult
@@ -104,6 +111,27 @@ def _maps_of(method: Method, xs, targets, key, channel_axis: int, who: str) -> n
                                 progress=False))
 
 
+def check_not_probabilities(f: Callable | None, xs, who: str) -> None:
+    """ValueError when f's outputs for xs[0] read as probabilities (a model not declared with
+    outputs="probabilities" under a softmax score). One compiled call of f, cached on f."""
+    if f is None or np.ndim(xs) < 2 or np.shape(xs)[0] == 0:
+        return
+    from xai_jax.batching import program_cache
+    x0 = xs[0]
+    if not np.isfinite(np.asarray(x0)).all():
+        return  # the metric's own checks name the non-finite input
+    cache = program_cache(f)
+    tag = ("outputs_probe", tuple(np.shape(x0)), str(x0.dtype))
+    if tag not in cache:
+        cache[tag] = jax.jit(lambda x: looks_like_probabilities(f(x)))
+    try:
+        probabilities = bool(cache[tag](x0))
+    except Exception:  # f cannot take x0: the metric's own checks say why
+        return
+    if probabilities:
+        raise probabilities_error(who, " for xs[0]")
+
+
 def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any],
             higher_is_better: bool | Callable[[dict], Any], explanation: str = "maps",
             explanation_arg: str = "saliency", spatial: bool = True, keyed: bool = False,
@@ -118,6 +146,10 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
     (e.g. normalise -> normalize). evaluations(options, spatial size): the model evaluations
     one input costs the metric, for batch_size=None (see auto_batch_size)."""
     renames = dict(renames or {})
+    try:
+        default_score = inspect.signature(impl).parameters["score"].default
+    except (KeyError, TypeError, ValueError):
+        default_score = None
 
     @functools.wraps(impl)
     def metric(model, xs, explanation_value=None, targets=None, *, key=None, batch_size=None,
@@ -138,8 +170,13 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
         for alias, real in renames.items():
             if alias in options:
                 options[real] = options.pop(alias)
+        outputs = options.pop("outputs", None)
+        if outputs is not None:
+            check_outputs(outputs)
         key = jax.random.key(0) if key is None else key
         xs_arr = xs if hasattr(xs, "shape") else np.asarray(xs)
+        if outputs is None and options.get("score", default_score) in ("softmax", "log_softmax"):
+            check_not_probabilities(f, xs_arr, name)
         if targets is None and f is not None and np.ndim(xs_arr) >= 2 and np.shape(xs_arr)[0] > 0 and np.isfinite(
                 np.asarray(xs_arr)).all():
             with precision_scope(precision):  # a model call of the metric's own
@@ -175,7 +212,7 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
                 kwargs["channel_axis"] = axis
         if mesh is not None and "mesh" in accepts:
             kwargs["mesh"] = mesh
-        with precision_scope(precision):  # the metric's own model calls (a Method's maps: its own precision)
+        with precision_scope(precision), outputs_scope(outputs):  # the metric's own model calls
             values = impl(f, xs, explanation_value, targets=targets, **kwargs)
         per_input = scores(values) if callable(scores) else values[scores]
         settings = {**options, "channel_axis": axis}

@@ -19,10 +19,14 @@ step; save_checkpoint refuses a non-finite state, so one is never checkpointed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import math
 import numbers
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -61,6 +65,15 @@ class TrainState(train_state.TrainState):
 class NonFiniteLossError(ValueError):
     """Training diverged: the loss (or the parameters) became NaN or inf at a named step;
     also raised by save_checkpoint for a non-finite state."""
+
+
+class RunMismatchError(ValueError):
+    """fit was asked to resume checkpoints of another run: ckpt_dir's run record (config, model,
+    data) differs from this call's in the fields the message names."""
+
+
+class CheckpointLockedError(RuntimeError):
+    """Another fit (the process the message names) is training into the same ckpt_dir."""
 
 
 def _check_float(name: str, value, ok: Callable[[float], bool], expected: str) -> None:
@@ -364,7 +377,8 @@ def _manager(ckpt_dir: str | os.PathLike, max_to_keep: int = 2):
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"ckpt_dir {str(path)!r} cannot be created: {e}") from e
-    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
+    return ocp.CheckpointManager(path, item_handlers=ocp.StandardCheckpointHandler(),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
 
 
 def save_checkpoint(ckpt_dir: str | os.PathLike, state: TrainState, *, replace_newer: bool = False) -> None:
@@ -428,6 +442,10 @@ def restore_checkpoint(ckpt_dir: str | os.PathLike, state: TrainState, step: int
         failed: list[tuple[int, Exception]] = []
         for s in [step] if step is not None else available:
             try:
+                # shapes and dtypes first, from the checkpoint's metadata: a restore that fails
+                # part-way leaves tensorstore reads calling back into the event loop orbax has
+                # closed ("RuntimeError: Event loop is closed" tracebacks on stderr)
+                _check_layout(mngr, s, target)
                 restored = mngr.restore(s, args=ocp.args.StandardRestore(target))
                 break
             except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
@@ -448,12 +466,240 @@ def restore_checkpoint(ckpt_dir: str | os.PathLike, state: TrainState, step: int
                          opt_state=restored["opt_state"])
 
 
+def _path_names(path) -> str:
+    """A tree path as "a/0/b" whatever the containers (orbax's metadata turns tuples into lists)."""
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _layout(tree) -> dict[str, tuple]:
+    """{path: shape} of a tree's leaves (dtypes are not compared: a restore casts them)."""
+    return {_path_names(p): tuple(getattr(leaf, "shape", np.shape(leaf)))
+            for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_layout(mngr, step: int, target) -> None:
+    """ValueError naming the first leaves whose shapes in checkpoint `step` differ from the
+    template's, or that only one of them has (a checkpoint of another model), read from the
+    checkpoint's metadata."""
+    try:
+        stored = _layout(mngr.item_metadata(step))
+    except Exception:  # no readable metadata: the restore itself reports what is wrong
+        return
+    if not stored:
+        return
+    wanted = _layout(target)
+    diff = [f"{k}: {stored.get(k, 'absent')} in the checkpoint, {wanted.get(k, 'absent')} for this model"
+            for k in sorted(set(stored) | set(wanted), key=lambda k: (not k.startswith("params"), k))
+            if stored.get(k) != wanted.get(k)]
+    if diff:
+        raise ValueError(f"the checkpoint holds another model's state: {'; '.join(diff[:3])}"
+                         f"{f' (and {len(diff) - 3} more)' if len(diff) > 3 else ''}")
+
+
 def latest_step(ckpt_dir: str | os.PathLike) -> int | None:
     """The newest checkpoint step in ckpt_dir; None if it is missing or holds none."""
     if not _check_ckpt_dir(ckpt_dir).is_dir():
         return None
     with _manager(ckpt_dir) as mngr:
         return mngr.latest_step()
+
+
+# ----------------------------------------------------------------------------- run records and the lock
+
+RUN_RECORD = "xai_jax_run.json"  # in ckpt_dir: what the checkpoints there were trained with
+LOCK_FILE = "xai_jax_fit.lock"  # in ckpt_dir while a fit trains into it
+ON_MISMATCH = ("raise", "restart", "resume")
+HASH_WHOLE_BYTES = 64 << 20  # arrays up to this size are hashed whole; larger ones by a sample of rows
+HASH_SAMPLE_ROWS = 1024
+
+
+def array_digest(a) -> dict:
+    """{"shape", "dtype", "digest"} of an array (N, ...): a BLAKE2b digest of its bytes, or, for
+    arrays over HASH_WHOLE_BYTES, of HASH_SAMPLE_ROWS evenly spaced rows (plus the first and
+    last), so that it stays cheap (about 1 s per GB hashed whole) for large image sets."""
+    a = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.blake2b(digest_size=12)
+    if a.nbytes <= HASH_WHOLE_BYTES or a.ndim == 0:
+        h.update(a.tobytes())
+        how = "whole"
+    else:
+        rows = np.unique(np.linspace(0, len(a) - 1, HASH_SAMPLE_ROWS).round().astype(np.int64))
+        h.update(np.ascontiguousarray(a[rows]).tobytes())
+        how = f"{len(rows)} rows"
+    return {"shape": list(a.shape), "dtype": str(a.dtype), "digest": h.hexdigest(), "hashed": how}
+
+
+def _model_record(model: nn.Module) -> dict:
+    fields = {f.name: repr(getattr(model, f.name)) for f in dataclasses.fields(model)
+              if f.name not in ("parent", "name")} if dataclasses.is_dataclass(model) else {}
+    return {"class": f"{type(model).__module__}.{type(model).__qualname__}", **fields}
+
+
+def run_record(model: nn.Module, x_train, y_train, cfg: TrainConfig, num_classes: int,
+               input_shape: tuple[int, ...], augment: Augment | None) -> dict:
+    """What fit stores beside its checkpoints and compares when it resumes: the TrainConfig
+    (all fields but `chunk`, which only sets how often the host syncs), the model's class and
+    fields, num_classes, input_shape, the augmentation's name, and the training data's shapes,
+    dtypes and digests (array_digest)."""
+    config = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "chunk"}
+    name = None if augment is None else (f"{getattr(augment, '__module__', '?')}."
+                                         f"{getattr(augment, '__qualname__', type(augment).__name__)}")
+    return {"config": config, "model": _model_record(model), "num_classes": int(num_classes),
+            "input_shape": list(input_shape), "augment": name,
+            "data": {"x_train": array_digest(x_train), "y_train": array_digest(np.asarray(y_train, np.int64))}}
+
+
+def _differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(stored) | set(current)):
+        a, b = stored.get(k, "absent"), current.get(k, "absent")
+        name = f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_differences(a, b, name + "."))
+        elif a != b and k != "hashed":
+            out.append(f"{name}: {a!r:.60} there, {b!r:.60} here")
+    return out
+
+
+def _describe_differences(diff: list[str]) -> str:
+    names = {"config.": "TrainConfig.", "data.x_train.digest": "x_train (its values)",
+             "data.y_train.digest": "y_train (its values)"}
+    lines = []
+    for d in diff:
+        for old, new in names.items():
+            d = d.replace(old, new, 1) if d.startswith(old) else d
+        lines.append(d)
+    return "; ".join(lines)
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        return json.loads((path / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(path: Path, record: dict) -> None:
+    tmp = path / f".{RUN_RECORD}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path / RUN_RECORD)  # atomic: a reader sees the old record or the new one
+
+
+def _delete_checkpoints(path: Path) -> list[int]:
+    with _manager(path) as mngr:
+        steps = sorted(mngr.all_steps())
+        for s in steps:
+            mngr.delete(s)
+    return steps
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class _CkptLock:
+    """ckpt_dir/LOCK_FILE, created with O_EXCL and holding {"pid", "host", "since"}. A lock left
+    by a process that is gone (same host, pid not running: e.g. a killed fit) is stale: it is
+    replaced, with a warning. Otherwise CheckpointLockedError names the holder."""
+
+    def __init__(self, path: Path):
+        self.file = path / LOCK_FILE
+        self.held = False
+
+    def holder(self) -> dict:
+        try:
+            return json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def __enter__(self):
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = self.holder()
+                pid, host = other.get("pid"), other.get("host")
+                if isinstance(pid, int) and host == me["host"] and not _pid_alive(pid):
+                    warnings.warn(f"removed the stale lock {str(self.file)!r} of fit process {pid} on {host!r}, which "
+                                  f"is no longer running (its run was interrupted)", stacklevel=3)
+                    try:
+                        if self.holder() == other:  # not replaced meanwhile by another process
+                            self.file.unlink()
+                    except FileNotFoundError:
+                        pass
+                    continue
+                if not other:  # being written by its creator right now, or unreadable
+                    time.sleep(0.05)
+                    other = self.holder()
+                raise CheckpointLockedError(
+                    f"ckpt_dir {str(self.file.parent)!r} is in use by another fit: process {other.get('pid', '?')} on "
+                    f"host {other.get('host', '?')!r}, since {other.get('since', '?')}. Wait for it to finish or use "
+                    f"another ckpt_dir; if that process is gone, delete {str(self.file)!r}") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise CheckpointLockedError(f"could not take the lock {str(self.file)!r}: other processes keep replacing it")
+
+    def __exit__(self, *exc):
+        if self.held:
+            try:
+                if self.holder().get("pid") == os.getpid():
+                    self.file.unlink()
+            except FileNotFoundError:
+                pass
+            self.held = False
+        return False
+
+
+def _reconcile(path: Path, record: dict, resume: bool, on_mismatch: str) -> None:
+    """Compares the run record in ckpt_dir with this run's; see fit's on_mismatch. Leaves
+    ckpt_dir holding this run's record."""
+    if latest_step(path) is None:
+        _write_record(path, record)
+        return
+    stored = _read_record(path)
+    if stored is None:
+        if resume:
+            warnings.warn(f"ckpt_dir {str(path)!r} holds checkpoints without a run record ({RUN_RECORD}: saved by "
+                          f"save_checkpoint or an older version): resuming them without checking that they were "
+                          f"trained with this config, model and data", stacklevel=3)
+        _write_record(path, record)
+        return
+    diff = _differences(stored, record)
+    if not diff:
+        return
+    what = _describe_differences(diff)
+    if on_mismatch == "raise" and resume:
+        raise RunMismatchError(
+            f"ckpt_dir {str(path)!r} holds checkpoints of another run, which fit would resume as this one: {what}. "
+            f"Use another ckpt_dir, or pass fit(..., on_mismatch=\"restart\") to delete those checkpoints and train "
+            f"afresh (on_mismatch=\"resume\" resumes them anyway)")
+    if on_mismatch == "resume" and resume:
+        warnings.warn(f"resuming checkpoints of another run in ckpt_dir {str(path)!r} (on_mismatch=\"resume\"): "
+                      f"{what}", stacklevel=3)
+        _write_record(path, record)
+        return
+    steps = _delete_checkpoints(path)
+    warnings.warn(f"deleted checkpoint steps {steps} of another run in ckpt_dir {str(path)!r} and training afresh "
+                  f"({'resume=False' if not resume else 'on_mismatch=' + repr(on_mismatch)}): {what}", stacklevel=3)
+    _write_record(path, record)
 
 
 # ----------------------------------------------------------------------------- fit
@@ -474,6 +720,7 @@ def fit(
     progress: bool = True,
     mesh=None,
     input_shape: tuple[int, ...] | None = None,
+    on_mismatch: str = "raise",
 ) -> tuple[TrainState, dict]:
     """Trains `model` on (x_train, y_train); returns (state, history).
 
@@ -486,6 +733,18 @@ def fit(
     mesh: a jax.sharding.Mesh with a "data" axis to shard the batch across its devices.
     input_shape: one unbatched input's shape (checked); default: x_train's, which must then
     have a channel axis, (N, length, C) or (N, H, W, C).
+    Checkpoints belong to one run: ckpt_dir also holds RUN_RECORD (run_record: the TrainConfig
+    but `chunk`, the model's class and fields, num_classes, input_shape, augment's name, and
+    digests of x_train and y_train). Resuming checkpoints whose record differs from this call's
+    raises RunMismatchError (a ValueError) naming the fields that differ, unless on_mismatch is
+    "restart" (delete them, with a warning, and train afresh) or "resume" (resume them anyway,
+    with a warning). resume=False with another run's checkpoints deletes them (warning).
+    Checkpoints without a record (save_checkpoint, older versions) are resumed with a warning.
+    What the record cannot tell: another augment function with the same name, and, for data
+    over 64 MB, values changed outside the 1024 rows hashed (array_digest).
+    One fit per ckpt_dir: fit holds ckpt_dir/LOCK_FILE while it runs (pid and host inside); a
+    second one raises CheckpointLockedError naming the holder. A lock left by a killed process
+    on this host is replaced with a warning.
     history: {"step", "loss", "accuracy"} per chunk and "train_seconds".
     Checked before training (TypeError/ValueError naming the argument): model is a flax Module
     returning num_classes scores per input, augment is callable, mesh a Mesh, ckpt_dir a path
@@ -503,6 +762,10 @@ def fit(
         raise TypeError(f"augment must be None or a function (key, x batch) -> x batch, "
                         f"got {type(augment).__name__} {augment!r:.80}")
     check_mesh(mesh)
+    if on_mismatch not in ON_MISMATCH:
+        raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
+    if not isinstance(resume, (bool, np.bool_)):
+        raise TypeError(f"resume must be True or False, got {type(resume).__name__} {resume!r}")
     if ckpt_dir is not None:
         _check_creatable(_check_ckpt_dir(ckpt_dir))
     if input_shape is None:
@@ -523,6 +786,20 @@ def fit(
         x_train, y_train = gather_process_shards(np.asarray(x_train), np.asarray(y_train))
     if cfg.batch_size > x_train.shape[0]:
         raise ValueError(f"cfg.batch_size {cfg.batch_size} exceeds the {x_train.shape[0]} training inputs")
+    if ckpt_dir is None:
+        return _fit(model, x_train, y_train, cfg, num_classes, augment, None, ckpt_every, resume, stop_after,
+                    progress, mesh, input_shape)
+    path = Path(ckpt_dir).resolve()
+    with _CkptLock(path):
+        _reconcile(path, run_record(model, x_train, y_train, cfg, num_classes, input_shape, augment),
+                   bool(resume), on_mismatch)
+        return _fit(model, x_train, y_train, cfg, num_classes, augment, ckpt_dir, ckpt_every, resume, stop_after,
+                    progress, mesh, input_shape)
+
+
+def _fit(model, x_train, y_train, cfg, num_classes, augment, ckpt_dir, ckpt_every, resume, stop_after, progress,
+         mesh, input_shape) -> tuple[TrainState, dict]:
+    """fit's training loop on checked arguments (the lock held, the run record reconciled)."""
     state = create_state(model, input_shape, cfg)
     saved = None  # the step of the newest checkpoint known good (restored or saved by this run)
     if ckpt_dir is not None and resume and latest_step(ckpt_dir) is not None:

@@ -118,10 +118,14 @@ def _label_from_path(rel: str, name: str) -> int | None:
     return found[0][0] if found else None
 
 
-def _check_label(label: int | None, name: str) -> int:
+def _check_label(label: int | None, name: str, rel: str | None = None) -> int:
     if label is None:
+        folders = Path(rel if rel is not None else name).parts[:-1]
+        near = [f for f in folders if re.match(r"^\d\d_", f)]  # a class folder's form, another name
+        why = (f": its folder {near[-1]!r} is not one of the class folders (misspelt?)" if near
+               else " (a loose image, outside the class folders)")
         raise ValueError(
-            f"file {name!r} has no label: put it in a class folder {FOLDERS[0]} ... {FOLDERS[-1]} "
+            f"file {name!r} has no label{why}: put it in a class folder {FOLDERS[0]} ... {FOLDERS[-1]} "
             f"or name it '..._label_<c>.png' with c in 0..{len(CLASSES) - 1}"
         )
     if not 0 <= label < len(CLASSES):
@@ -161,7 +165,7 @@ def load_folder(path: str | os.PathLike, size: int = 224) -> HMTData:
     files = _folder_images(root)
     if not files:
         raise ValueError(f"path {str(root)!r} holds no PNG/TIFF/JPEG images. {HOW_TO_GET}")
-    labels = [_check_label(_label_from_path(str(p.relative_to(root)), str(p)), str(p)) for p in files]
+    labels = _labels([(str(p.relative_to(root)), str(p)) for p in files], f"folder {str(root)!r}")
     x = np.stack([_decode(p, str(p), size) for p in files])
     return HMTData(x, np.asarray(labels, np.int32), tuple(map(str, files)))
 
@@ -169,7 +173,9 @@ def load_folder(path: str | os.PathLike, size: int = 224) -> HMTData:
 def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
     """Reads the Kather 2016 zip (class folders of .tif inside) without unpacking it; skips
     macOS debris (`__MACOSX/`, `._name`). FileNotFoundError if path is missing; ValueError if
-    it is a folder (use load_folder), not a zip, or a member is corrupt (naming the member)."""
+    it is a folder (use load_folder), not a zip, or a member is corrupt (naming the member),
+    and, as load_folder, if any image is unlabelled (a misspelt class folder, a loose image)
+    or mislabelled."""
     size = _validate_size(size)
     path = _check_path(path)
     if path.is_dir():
@@ -183,17 +189,24 @@ def load_zip(path: str | os.PathLike, size: int = 224) -> HMTData:
         raise ValueError(f"zip {str(path)!r} is not a readable zip archive: {e}") from e
     with zf:
         names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES and not _skipped(n))
-        labelled = [(n, _label_from_path(n, f"{path}:{n}")) for n in names]
-        labelled = [(n, c) for n, c in labelled if c is not None]
-        if not labelled:
-            raise ValueError(
-                f"zip {str(path)!r} is in the wrong layout: expected class folders "
-                f"{', '.join(FOLDERS)} holding .tif tiles, found {len(names)} images in none of them"
-            )
-        for n, c in labelled:
-            _check_label(c, f"{path}:{n}")
-        x = np.stack([_decode(_read_member(zf, path, n), f"{path}:{n}", size) for n, _ in labelled])
-    return HMTData(x, np.asarray([c for _, c in labelled], np.int32), tuple(n for n, _ in labelled))
+        if not names:
+            raise ValueError(f"zip {str(path)!r} holds no PNG/TIFF/JPEG images. {HOW_TO_GET}")
+        labels = _labels([(n, f"{path}:{n}") for n in names], f"zip {str(path)!r}")
+        x = np.stack([_decode(_read_member(zf, path, n), f"{path}:{n}", size) for n in names])
+    return HMTData(x, np.asarray(labels, np.int32), tuple(names))
+
+
+def _labels(images: list[tuple[str, str]], where: str) -> list[int]:
+    """The label of every (relative path, display name); both readers use it, so a folder and
+    the zip of it are read alike. No image labelled: the wrong layout; otherwise every image
+    must have a label (an unlabelled one, e.g. in a misspelt class folder, is a ValueError
+    naming it, never silently dropped)."""
+    found = [_label_from_path(rel, name) for rel, name in images]
+    if all(c is None for c in found):
+        raise ValueError(f"{where} is in the wrong layout: expected class folders {', '.join(FOLDERS)} holding the "
+                         f"tiles (or '..._label_<c>' file names), found {len(images)} images in none of them "
+                         f"(file {images[0][1]!r} has no label)")
+    return [_check_label(c, name, rel) for (rel, name), c in zip(images, found)]
 
 
 def _read_member(zf: zipfile.ZipFile, path: Path, member: str) -> bytes:
