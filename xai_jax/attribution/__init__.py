@@ -21,6 +21,17 @@ from xai_jax.attribution.integrated_gradients import (
     quadrature,
 )
 from xai_jax.attribution.perturbation import occlusion, rise
+from xai_jax.attribution.segments import patch_mask, patches, superpixel_mask, superpixels
+from xai_jax.attribution.shapley import (
+    feature_ablation,
+    feature_permutation,
+    feature_permutation_batch,
+    kernel_shap,
+    lime,
+    lime_kernel,
+    shapley_sampling,
+    shapley_values,
+)
 from xai_jax.attribution.xrai import felzenszwalb_segments, xrai, xrai_regions
 from xai_jax.batching import attribute
 
@@ -31,4 +42,6 @@ __all__ = [
     "occlusion", "rise", "saliency", "score_cam", "sise", "smoothgrad", "spatial_map",
     "ablation_cam", "blur_ig", "eigen_cam", "felzenszwalb_segments", "guided_ig", "xrai", "xrai_regions",
     "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
+    "feature_ablation", "feature_permutation", "feature_permutation_batch", "kernel_shap", "lime", "lime_kernel",
+    "shapley_sampling", "shapley_values", "patch_mask", "patches", "superpixel_mask", "superpixels",
 ]
