@@ -20,6 +20,14 @@ from xai_jax.attribution.integrated_gradients import (
     integrated_gradients,
     quadrature,
 )
+from xai_jax.attribution.layer import (
+    layer_activation,
+    layer_conductance,
+    layer_gradient_x_activation,
+    layer_integrated_gradients,
+    neuron_gradient,
+    neuron_integrated_gradients,
+)
 from xai_jax.attribution.perturbation import occlusion, rise
 from xai_jax.attribution.segments import patch_mask, patches, superpixel_mask, superpixels
 from xai_jax.attribution.shapley import (
@@ -44,4 +52,6 @@ __all__ = [
     "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
     "feature_ablation", "feature_permutation", "feature_permutation_batch", "kernel_shap", "lime", "lime_kernel",
     "shapley_sampling", "shapley_values", "patch_mask", "patches", "superpixel_mask", "superpixels",
+    "layer_activation", "layer_conductance", "layer_gradient_x_activation", "layer_integrated_gradients",
+    "neuron_gradient", "neuron_integrated_gradients",
 ]
