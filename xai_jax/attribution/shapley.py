@@ -49,7 +49,7 @@ import numpy as np
 
 from xai_jax.attribution.common import as_model_function, check_float, explanation_method, score_transform
 from xai_jax.attribution.segments import FeatureMask
-from xai_jax.checks import check_array, check_optional_int, check_positive_int
+from xai_jax.checks import check_array, check_optional_int, check_positive_int, is_concrete
 from xai_jax.method import method_factory
 
 MAX_EXACT_FEATURES = 12
@@ -235,14 +235,15 @@ def feature_permutation_batch(f: Callable[[jax.Array], jax.Array], xs, targets=N
     (e.g. the ones Captum drew), or None to draw them from `key` (batch_permutations). The
     feature mask is the same for every row (an array, or a function evaluated on xs[0]).
     n_features * B evaluations, vmapped over the batch, chunk_size features at a time.
-    Returns (B, *x.shape) attributions.
+    Returns (B, *x.shape) attributions. Under jit, values (NaN in xs, target ranges) are
+    not checked.
     """
     f = as_model_function(f)
     xs = jnp.asarray(check_array(xs, "xs"))
     if xs.ndim < 2 or xs.shape[0] < 2:
         raise ValueError(f"feature_permutation_batch permutes across a batch: xs must be (B >= 2, ...), got shape "
                          f"{tuple(xs.shape)}")
-    if not bool(np.isfinite(np.asarray(xs)).all()):
+    if is_concrete(xs) and not bool(np.isfinite(np.asarray(xs)).all()):
         raise ValueError("xs contains NaN or inf values")
     s = score_transform(score)
     chunk_size = check_optional_int(chunk_size, "chunk_size")
@@ -254,7 +255,7 @@ def feature_permutation_batch(f: Callable[[jax.Array], jax.Array], xs, targets=N
     if targets.shape != (xs.shape[0],) or not jnp.issubdtype(targets.dtype, jnp.integer):
         raise ValueError(f"targets must be (B,) = ({xs.shape[0]},) integer class indices, got {targets.dtype} "
                          f"{tuple(targets.shape)}")
-    if targets.min() < 0 or targets.max() >= logits.shape[-1]:
+    if is_concrete(targets) and (targets.min() < 0 or targets.max() >= logits.shape[-1]):
         raise ValueError(f"targets must lie in [0, {logits.shape[-1]}), got values in "
                          f"[{int(targets.min())}, {int(targets.max())}]")
     if permutations is None:
