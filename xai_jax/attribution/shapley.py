@@ -151,9 +151,10 @@ def feature_ablation(f: Callable[[jax.Array], jax.Array], *, feature_mask: Any =
 
     def ablation(x, target):
         g = game(x, target)
-        drops = ~np.eye(g.n, dtype=bool)  # row i: every feature but i
-        full, finite = g.full()
-        return g.to_input(full - g.values(jnp.asarray(drops))), finite
+        rows = np.concatenate([~np.eye(g.n, dtype=bool), np.ones((1, g.n), bool)])  # every feature but i; x
+        logits = _run(lambda z: g.f(g.perturbed(z)), jnp.asarray(rows), g.chunk_size)  # x in the same batch
+        v = jax.vmap(g.s)(logits)[:, target]
+        return g.to_input(v[-1] - v[:-1]), jnp.isfinite(logits[-1]).all()
 
     return explanation_method(ablation, f, name="feature_ablation", reports_scores=True, precision=precision)
 
