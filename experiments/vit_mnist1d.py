@@ -1,9 +1,11 @@
 """A transformer end to end: a small linen ViT (xai_jax.study.models.ViT1D) trained with `fit` on
-MNIST-1D patches, explained by CAMs on its token grid.
+MNIST-1D patches, explained by CAMs on its token grid and by Layer IG on its patch embeddings.
 
 The CAM layer is the last block's norm1, and `reshape=patch_grid` drops the class token,
 so each of the 10 patches (4 samples each) is one grid position; maps are upsampled to the
-40 samples. Reported: test accuracy, and the localisation AUROC of Grad-CAM and LayerCAM
+40 samples. Layer Integrated Gradients with respect to the patch embeddings (the "embed"
+Dense) gives (10 tokens, dim) per input; |its sum over units| is one value per patch.
+Reported: test accuracy, and the localisation AUROC of Grad-CAM, LayerCAM and Layer IG
 against the digit support (as the main job reports it for the CNN). No threshold is set.
 
     .venv/bin/python experiments/vit_mnist1d.py            # ~1-2 min on 2 CPU cores
@@ -65,6 +67,15 @@ def main(argv=None) -> dict:
                       support=data.support_test[:n_explain], progress=False)
     for name in cams:
         results["localisation_auroc"][name] = res.mean(name, "localisation_auroc")
+
+    # Layer IG on the patch embeddings (Captum's LayerIntegratedGradients on token embeddings):
+    # (10 tokens, dim) per input, summed over units, one value per 4-sample patch
+    lig = xj.layer_integrated_gradients(xj.Model(model, state.params), layer="embed", steps=32,
+                                        rule="gauss_legendre")
+    tokens = np.asarray(xj.attribute(lig, xs, ts))
+    maps["Layer IG (embed)"] = np.repeat(np.abs(tokens.sum(-1)), model.patch, axis=1)
+    auroc = xj.metrics.localisation_auroc(maps["Layer IG (embed)"], data.support_test[:n_explain])
+    results["localisation_auroc"]["Layer IG (embed)"] = auroc.mean
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", results)

@@ -14,7 +14,8 @@ model predicts for x (ties: the lowest index). Its fields say what it is:
     precision      the jax.default_matmul_precision its maps are traced under (None: JAX's default)
     returns_delta  whether it returns (maps, completeness delta) (IG with return_delta=True)
     num_classes    the class count when it cannot be read from `model`
-    output         "input" (maps shaped like x) or "spatial" (x's shape without its channel axis)
+    output         "input" (maps shaped like x), "spatial" (x's shape without its channel axis)
+                   or "layer" (shaped like a layer's output: xai_jax.layer_integrated_gradients & co.)
     signed         whether maps can be negative
 
 `method.rebind(model)` gives the same method, with the same options, on another model (in any
@@ -34,7 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-OUTPUTS = ("input", "spatial")
+OUTPUTS = ("input", "spatial", "layer")
 _NO_KEY = object()
 
 

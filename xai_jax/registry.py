@@ -145,6 +145,40 @@ def _builtin() -> None:
                       chunk_size=100 if ctx.image else 500)
 
     chunk = lambda ctx, n: n if ctx.image else None  # noqa: E731
+
+    def features(ctx, count: int):
+        """A patch mask function giving about count features: 1-D segments or square patches."""
+        per_axis = count if not ctx.image else max(1, round(count ** 0.5))
+        return A.patches(max(1, -(-ctx.size // per_axis)))
+
+    # the perturbation family: features (segments, patches) and evaluations per input
+    def ablation(model, ctx):
+        mask = None if not ctx.image else features(ctx, 64 if ctx.light else 196)
+        return A.feature_ablation(f(model), feature_mask=mask, chunk_size=chunk(ctx, 64))
+
+    def permutation(model, ctx):
+        mask = None if not ctx.image else features(ctx, 64 if ctx.light else 196)
+        return A.feature_permutation(f(model), references=ctx.references, n_samples=1 if ctx.image else 4,
+                                     feature_mask=mask, chunk_size=chunk(ctx, 64))
+
+    def sampling(model, ctx):
+        return A.shapley_sampling(f(model), n_samples=(4 if ctx.light else 8) if ctx.image else 25,
+                                  feature_mask=features(ctx, (16 if ctx.light else 64) if ctx.image else 10),
+                                  chunk_size=chunk(ctx, 64))
+
+    def exact(model, ctx):
+        return A.shapley_values(f(model), feature_mask=features(ctx, 9 if ctx.image else 10),
+                                chunk_size=chunk(ctx, 64))
+
+    def surrogate(factory):
+        def build(model, ctx):
+            n = (128 if ctx.light else 512) if ctx.image else 200
+            return factory(f(model), n_samples=n, feature_mask=features(ctx, (16 if ctx.light else 64) if ctx.image
+                                                                       else 20), chunk_size=chunk(ctx, 64))
+        return build
+
+    def layer(factory, **kw):
+        return lambda m, c: factory(m, upsample=True, **kw)
     specs = [
         MethodSpec("Grad-CAM", "grad_cam", lambda m, c: A.grad_cam(m), "cam",
                    "Selvaraju et al. 2017", default=True, layer=True, batch_size=(100, 16), signed=False),
@@ -160,6 +194,14 @@ def _builtin() -> None:
                    lambda m, c: A.smoothgrad(A.saliency(f(m)), n_samples=16 if c.light and c.image else 32,
                                              sigma=0.15), "gradient",
                    "Smilkov et al. 2017", default=True, batch_size=(100, 2), keyed=True, reduce="abs_sum"),
+        MethodSpec("SmoothGrad²", "smoothgrad_sq",
+                   lambda m, c: A.smoothgrad(A.saliency(f(m)), n_samples=16 if c.light and c.image else 32,
+                                             sigma=0.15, nt_type="smoothgrad_sq"), "gradient",
+                   "Hooker et al. 2019", batch_size=(100, 2), keyed=True, signed=False),
+        MethodSpec("VarGrad", "vargrad",
+                   lambda m, c: A.smoothgrad(A.saliency(f(m)), n_samples=16 if c.light and c.image else 32,
+                                             sigma=0.15, nt_type="vargrad"), "gradient",
+                   "Adebayo et al. 2018", batch_size=(100, 2), keyed=True, signed=False),
         MethodSpec("RISE", "rise", rise, "perturbation", "Petsiuk et al. 2018", default=True,
                    batch_size=(20, 1), keyed=True, signed=False),
         MethodSpec("Score-CAM", "score_cam", lambda m, c: A.score_cam(m, chunk_size=chunk(c, 32)), "cam",
@@ -191,6 +233,38 @@ def _builtin() -> None:
         MethodSpec("Blur IG", "blur_ig",
                    lambda m, c: A.blur_ig(f(m), steps=32 if c.light else 100, chunk_size=16), "path",
                    "Xu et al. 2020", image_only=True, batch_size=(1, 1)),
+        MethodSpec("Feature Ablation", "feature_ablation", ablation, "perturbation",
+                   "Captum's FeatureAblation (Zeiler & Fergus 2014, by feature)", batch_size=(100, 2)),
+        MethodSpec("Feature Permutation", "feature_permutation", permutation, "perturbation",
+                   "Breiman 2001; Fisher et al. 2019", needs_references=True, batch_size=(100, 2)),
+        MethodSpec("Shapley Value Sampling", "shapley_sampling", sampling, "shapley",
+                   "Castro et al. 2009; Strumbelj & Kononenko 2010", batch_size=(50, 1)),
+        MethodSpec("Shapley Values", "shapley_values", exact, "shapley", "Shapley 1953 (exact, <= 12 features)",
+                   batch_size=(20, 1)),
+        MethodSpec("KernelSHAP", "kernel_shap", surrogate(A.kernel_shap), "shapley", "Lundberg & Lee 2017",
+                   batch_size=(50, 1)),
+        MethodSpec("LIME", "lime", surrogate(A.lime), "shapley", "Ribeiro et al. 2016", batch_size=(50, 1)),
+        MethodSpec("Layer Activation", "layer_activation", layer(A.layer_activation), "layer",
+                   "Captum's LayerActivation", layer=True),
+        MethodSpec("Layer Gradient x Activation", "layer_gradient_x_activation",
+                   layer(A.layer_gradient_x_activation), "layer", "Captum's LayerGradientXActivation", layer=True),
+        MethodSpec("Layer Integrated Gradients", "layer_integrated_gradients",
+                   lambda m, c: A.layer_integrated_gradients(m, upsample=True, steps=32 if c.light and c.image else 50,
+                                                             chunk_size=chunk(c, 16)),
+                   "layer", "Sundararajan et al. 2017, at a layer", layer=True, batch_size=(100, 4)),
+        MethodSpec("Layer Conductance", "layer_conductance",
+                   lambda m, c: A.layer_conductance(m, upsample=True, steps=32 if c.light and c.image else 50,
+                                                    chunk_size=chunk(c, 16)),
+                   "layer", "Dhamdhere et al. 2019", layer=True, batch_size=(100, 4)),
+        MethodSpec("Neuron Gradient", "neuron_gradient",
+                   lambda m, c: A.neuron_gradient(m, neuron=lambda a: a.max()), "layer",
+                   "Captum's NeuronGradient (here: the layer's most active unit)", layer=True),
+        MethodSpec("Neuron Integrated Gradients", "neuron_integrated_gradients",
+                   lambda m, c: A.neuron_integrated_gradients(m, neuron=lambda a: a.max(),
+                                                              steps=32 if c.light and c.image else 50,
+                                                              chunk_size=chunk(c, 16)),
+                   "layer", "Sundararajan et al. 2017, of a unit (here: the most active one)", layer=True,
+                   batch_size=(100, 4)),
         MethodSpec("XRAI", "xrai",
                    lambda m, c: A.xrai(A.integrated_gradients(f(m), steps=32 if c.light else 64)), "region",
                    "Kapishnikov et al. 2019", image_only=True, host=True, batch_size=(1, 1), signed=False),

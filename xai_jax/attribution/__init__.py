@@ -22,9 +22,28 @@ from xai_jax.attribution.integrated_gradients import (
     integrated_gradients,
     quadrature,
 )
+from xai_jax.attribution.layer import (
+    layer_activation,
+    layer_conductance,
+    layer_gradient_x_activation,
+    layer_integrated_gradients,
+    neuron_gradient,
+    neuron_integrated_gradients,
+)
 from xai_jax.attribution.lrp import lrp, lrp_rules
 from xai_jax.attribution.perturbation import occlusion, rise
 from xai_jax.attribution.propagation import PropagationError
+from xai_jax.attribution.segments import patch_mask, patches, superpixel_mask, superpixels
+from xai_jax.attribution.shapley import (
+    feature_ablation,
+    feature_permutation,
+    feature_permutation_batch,
+    kernel_shap,
+    lime,
+    lime_kernel,
+    shapley_sampling,
+    shapley_values,
+)
 from xai_jax.attribution.xrai import felzenszwalb_segments, xrai, xrai_regions
 from xai_jax.batching import attribute
 
@@ -37,4 +56,8 @@ __all__ = [
     "grad_cam_element_wise", "hires_cam", "layer_cam", "xgrad_cam",
     "PropagationError", "deconvnet", "deeplift", "deeplift_shap", "guided_backprop", "guided_grad_cam", "lrp",
     "lrp_rules",
+    "feature_ablation", "feature_permutation", "feature_permutation_batch", "kernel_shap", "lime", "lime_kernel",
+    "shapley_sampling", "shapley_values", "patch_mask", "patches", "superpixel_mask", "superpixels",
+    "layer_activation", "layer_conductance", "layer_gradient_x_activation", "layer_integrated_gradients",
+    "neuron_gradient", "neuron_integrated_gradients",
 ]

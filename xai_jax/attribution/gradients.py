@@ -7,7 +7,12 @@
 - smoothgrad (Smilkov et al. 2017): mean over n_samples of method(x + eps_i, target),
   eps_i ~ N(0, (sigma * (max x - min x))^2), sigma a fraction of x's range as in the paper.
   It wraps any method with the (x, target) call shape, Integrated Gradients included, and
-  takes an explicit jax.random key when called: sg(x, target, key).
+  takes an explicit jax.random key when called: sg(x, target, key). Captum's NoiseTunnel
+  variants are options (nt_type, Captum's names), with m_i = method(x + eps_i, target):
+      "smoothgrad"     (1/N) sum_i m_i
+      "smoothgrad_sq"  (1/N) sum_i m_i^2                      (SmoothGrad², Hooker et al. 2019)
+      "vargrad"        (1/N) sum_i m_i^2 - ((1/N) sum_i m_i)^2  (VarGrad, Adebayo et al. 2018)
+  VarGrad is the population variance (ddof 0), as Captum computes it.
 """
 
 from __future__ import annotations
@@ -63,25 +68,40 @@ def gradient_x_input(f: Callable[[jax.Array], jax.Array], *, score: str = "logit
                               precision=precision)
 
 
-@method_factory(output=_inner_output)
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+def _smoothgrad_signed(settings: dict) -> bool:
+    """SmoothGrad keeps the wrapped method's sign; SmoothGrad² and VarGrad are >= 0."""
+    inner = settings.get("method")
+    return settings.get("nt_type", "smoothgrad") == "smoothgrad" and getattr(inner, "signed", True)
+
+
+@method_factory(output=_inner_output, signed=_smoothgrad_signed)
 def smoothgrad(
     method: Method | None = None,
     *,
     n_samples: int = 32,
     sigma: float = 0.15,
+    nt_type: str = "smoothgrad",
     f: Callable[[jax.Array], jax.Array] | None = None,
     chunk_size: int | str | None = "auto",
     precision: str | None = None,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
-    """Returns sg(x, target, key) -> mean of method(x + noise, target) over n_samples.
+    """Returns sg(x, target, key) -> the mean of method(x + noise, target) over n_samples
+    (nt_type="smoothgrad"), of its square ("smoothgrad_sq") or its variance ("vargrad").
 
     method: an attribution method (x, target) -> map, e.g. saliency(f) or
       integrated_gradients(f); if `f` is given instead, SmoothGrad of saliency(f).
     sigma: noise std as a fraction of (max x - min x); finite, > 0.
+    nt_type: "smoothgrad", "smoothgrad_sq" or "vargrad" (Captum's NoiseTunnel names; the
+      formulas are in the module docstring).
     chunk_size: evaluate the noisy samples chunk_size at a time (bounded memory); None: all
       in one vmap; "auto" (default): as integrated_gradients' (attribution.common.resolve_chunk).
     A NaN in x gives a NaN map (the noise scale is NaN too), never a finite one.
     """
+    if not isinstance(nt_type, str) or nt_type not in NT_TYPES:
+        raise ValueError(f"nt_type must be one of {NT_TYPES}, got {nt_type!r}")
     n_samples = check_positive_int(n_samples, "n_samples")
     sigma = check_float(sigma, "sigma", low=0.0, low_open=True)
     chunk_size = check_chunk_size(chunk_size)
@@ -106,11 +126,15 @@ def smoothgrad(
         noise = std * jax.random.normal(key, (n_samples, *x.shape), x.dtype)
         one = lambda eps: inner(x + eps, target)[0]  # noqa: E731
         chunk = resolve_chunk(chunk_size, n_samples, x.size)
-        if chunk is None:
-            return pairwise_mean(jax.vmap(one)(noise))
-        return pairwise_mean(jax.lax.map(one, noise, batch_size=chunk))
+        maps = jax.vmap(one)(noise) if chunk is None else jax.lax.map(one, noise, batch_size=chunk)
+        if nt_type == "smoothgrad":
+            return pairwise_mean(maps)
+        if nt_type == "smoothgrad_sq":
+            return pairwise_mean(maps**2)
+        # the centred form (mean of squared deviations) avoids E[m^2] - E[m]^2's cancellation
+        return pairwise_mean((maps - pairwise_mean(maps)) ** 2)
 
-    return explanation_method(sg, getattr(method, "model_fn", None), keyed=True, name="smoothgrad",
+    return explanation_method(sg, getattr(method, "model_fn", None), keyed=True, name=nt_type,
                               precision=precision)
 
 

@@ -37,8 +37,12 @@ SEGMENTATION_SHAPE = (224, 224)
 MASK_BUCKET = 128  # the greedy loop is compiled per multiple of this many regions
 
 
-def felzenszwalb_segments(image, *, resize: bool = True, dilation_radius: int = 5) -> np.ndarray:
-    """(M, H, W) bool region masks of an (H, W, C) image, channels last (module docstring, step 2)."""
+def felzenszwalb_segments(image, *, resize: bool = True, dilation_radius: int = 5,
+                          scales: tuple[float, ...] = FELZENSZWALB_SCALES, sigma: float = FELZENSZWALB_SIGMA,
+                          min_size: int = FELZENSZWALB_MIN_SIZE) -> np.ndarray:
+    """(M, H, W) bool region masks of an (H, W, C) image, channels last (module docstring, step 2).
+    One scale with dilation_radius=0 gives a partition of the image (superpixels: the masks
+    of xai_jax.superpixel_mask); XRAI's defaults give overlapping regions of many sizes."""
     try:
         from skimage import segmentation
         from skimage.morphology import dilation, disk
@@ -62,8 +66,13 @@ def felzenszwalb_segments(image, *, resize: bool = True, dilation_radius: int = 
     if resize:
         im = sk_resize(im, SEGMENTATION_SHAPE, order=3, mode="constant", preserve_range=True, anti_aliasing=True)
     masks = []
-    for scale in FELZENSZWALB_SCALES:
-        seg = segmentation.felzenszwalb(im, scale=scale, sigma=FELZENSZWALB_SIGMA, min_size=FELZENSZWALB_MIN_SIZE)
+    if not isinstance(scales, (tuple, list)) or not scales:
+        raise ValueError(f"scales must be a non-empty tuple of positive numbers, got {scales!r}")
+    scales = tuple(check_float(v, "scales", low=0.0, low_open=True) for v in scales)
+    sigma = check_float(sigma, "sigma", low=0.0)
+    min_size = check_int(min_size, "min_size", 1)
+    for scale in scales:
+        seg = segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=min_size)
         if resize:
             seg = sk_resize(seg, shape, order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(int)
         masks.extend(seg == label for label in range(seg.min(), seg.max() + 1))
