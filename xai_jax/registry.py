@@ -97,7 +97,10 @@ def lookup(name: str) -> MethodSpec:
     """The spec of a method by display name or factory name (case and separators ignored)."""
     if not isinstance(name, str):
         raise TypeError(f"a method name must be a str, got {type(name).__name__}")
-    norm = lambda s: "".join(ch for ch in s.lower() if ch.isalnum())  # noqa: E731
+    for spec in REGISTRY.values():
+        if name in (spec.name, spec.key):
+            return spec
+    norm = lambda s: "".join(ch for ch in s.lower() if ch.isalnum() or ch == "+")  # noqa: E731
     for spec in REGISTRY.values():
         if norm(name) in (norm(spec.name), norm(spec.key)):
             return spec
@@ -236,14 +239,14 @@ def _builtin() -> None:
         MethodSpec("Feature Ablation", "feature_ablation", ablation, "perturbation",
                    "Captum's FeatureAblation (Zeiler & Fergus 2014, by feature)", batch_size=(100, 2)),
         MethodSpec("Feature Permutation", "feature_permutation", permutation, "perturbation",
-                   "Breiman 2001; Fisher et al. 2019", needs_references=True, batch_size=(100, 2)),
+                   "Breiman 2001; Fisher et al. 2019", needs_references=True, batch_size=(100, 2), keyed=True),
         MethodSpec("Shapley Value Sampling", "shapley_sampling", sampling, "shapley",
-                   "Castro et al. 2009; Strumbelj & Kononenko 2010", batch_size=(50, 1)),
+                   "Castro et al. 2009; Strumbelj & Kononenko 2010", batch_size=(50, 1), keyed=True),
         MethodSpec("Shapley Values", "shapley_values", exact, "shapley", "Shapley 1953 (exact, <= 12 features)",
                    batch_size=(20, 1)),
         MethodSpec("KernelSHAP", "kernel_shap", surrogate(A.kernel_shap), "shapley", "Lundberg & Lee 2017",
-                   batch_size=(50, 1)),
-        MethodSpec("LIME", "lime", surrogate(A.lime), "shapley", "Ribeiro et al. 2016", batch_size=(50, 1)),
+                   batch_size=(50, 1), keyed=True),
+        MethodSpec("LIME", "lime", surrogate(A.lime), "shapley", "Ribeiro et al. 2016", batch_size=(50, 1), keyed=True),
         MethodSpec("Layer Activation", "layer_activation", layer(A.layer_activation), "layer",
                    "Captum's LayerActivation", layer=True),
         MethodSpec("Layer Gradient x Activation", "layer_gradient_x_activation",
