@@ -106,3 +106,14 @@ def test_upsample_matrix_rows_are_convex_and_reflect_at_the_borders():
 def _has_skimage():
     import importlib.util
     return importlib.util.find_spec("skimage") is not None
+
+
+def test_rise_forward_passes_do_not_change_the_map(monkeypatch):
+    # issue 21: a chunk's forwards run in passes of PASS_ELEMENTS["forward"] input elements
+    # (224 x 224 x 3: 27, not the 250 masks of a chunk at once); the masks and the map stay
+    from xai_jax.attribution.common import PASS_ELEMENTS
+    x = jnp.asarray(np.random.default_rng(0).random((16, 20, 3)), jnp.float32)
+    whole = np.asarray(rise(region_model_2d(), n_masks=300, grid=4, chunk_size=100)(x, 0, jax.random.key(2)))
+    monkeypatch.setitem(PASS_ELEMENTS, "forward", 7 * 16 * 20 * 3)  # 7 forwards per pass
+    passes = np.asarray(rise(region_model_2d(), n_masks=300, grid=4, chunk_size=100)(x, 0, jax.random.key(2)))
+    np.testing.assert_allclose(passes, whole, rtol=1e-6, atol=1e-7)

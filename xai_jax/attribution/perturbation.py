@@ -26,7 +26,9 @@ from xai_jax.attribution.common import (
     check_chunk_size,
     check_float,
     check_positive_int,
+    compensated_add,
     explanation_method,
+    pairwise_sum,
     resolve_chunk,
     score_transform,
 )
@@ -117,8 +119,10 @@ def rise(
 
     n_masks: N; grid: cells per spatial axis. The defaults are the study's for images
     (8,000 masks, 7x7 cells, p = 0.5); for 40-sample MNIST-1D signals 2,000 masks with
-    grid 8 (5-sample cells) suffice (xai_jax.study.suite.method_suite). chunk_size: masks per vmapped
-    forward batch. fill: value where a mask is 0 (x * M + fill * (1 - M)). channel_axis: x's
+    grid 8 (5-sample cells) suffice (xai_jax.study.suite.method_suite). chunk_size: masks drawn
+    at a time (a key's masks depend on it); their forwards run in passes of at most
+    PASS_ELEMENTS["forward"] input elements (attribution.common: all at once for small inputs,
+    27 at 224 x 224 x 3). fill: value where a mask is 0 (x * M + fill * (1 - M)). channel_axis: x's
     channel axis (-1; 0 for channels-first models such as Equinox's).
     """
     f = as_model_function(f)
@@ -138,13 +142,20 @@ def rise(
         if grid > min(spatial):
             raise ValueError(f"grid {grid} exceeds the input's spatial size {spatial}")
 
-        def body(total, i):
+        # the chunk's masks are drawn together (a key's masks depend on chunk_size); their forwards
+        # run in passes of PASS_ELEMENTS["forward"] input elements (27 at 224 x 224 x 3)
+        per_pass = resolve_chunk("auto", chunk_size, x.size, "forward")
+        masked_score = lambda m: s(g(x * m[..., None] + fill * (1 - m[..., None])))[target]  # noqa: E731
+
+        def body(state, i):
             masks = rise_masks(jax.random.fold_in(key, i), chunk_size, spatial, grid, p)
             valid = (i * chunk_size + jnp.arange(chunk_size)) < n_masks
-            scores = jax.vmap(lambda m: s(g(x * m[..., None] + fill * (1 - m[..., None])))[target])(masks)
-            return total + jnp.tensordot(jnp.where(valid, scores, 0.0), masks, axes=1), None
+            scores = jax.vmap(masked_score)(masks) if per_pass is None else \
+                jax.lax.map(masked_score, masks, batch_size=per_pass)
+            return compensated_add(state, pairwise_sum(masks, jnp.where(valid, scores, 0.0))), None
 
-        total, _ = jax.lax.scan(body, jnp.zeros(spatial, x.dtype), jnp.arange(n_chunks))
+        zeros = jnp.zeros(spatial, x.dtype)
+        (total, _), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(n_chunks))
         return total / (n_masks * p)
 
     return explanation_method(rise_fn, f, keyed=True, name="rise", precision=precision)
