@@ -287,7 +287,8 @@ def test_every_method_is_batch_size_and_order_invariant(name, data, seed):
     else:
         perm = np.random.default_rng(seed).permutation(len(xs))
         np.testing.assert_allclose(xj.attribute(method, xs[perm], ts[perm], batch_size=len(xs)), full[perm],
-                                   atol=1e-6 * scale, rtol=0, err_msg=f"{name}: permuted inputs")
+                                   atol=(1e-5 if name in NOT_BITWISE else 1e-6) * scale, rtol=0,
+                                   err_msg=f"{name}: permuted inputs")
 
 
 @pytest.mark.fuzz
