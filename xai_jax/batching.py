@@ -548,9 +548,14 @@ def attribute(
             return method(x, t, jax.random.fold_in(key, first_index + i)) if keyed_call else method(x, t)
 
         _raise_for(codes, targets, n_classes, n, diagnose)
-    if getattr(method, "extras", {}).get("softmax_scores") and isinstance(out, np.ndarray):
+    f = getattr(method, "model_fn", None)
+    if getattr(method, "extras", {}).get("softmax_scores") and isinstance(out, np.ndarray) and f is not None:
         zero = np.flatnonzero(~out.reshape(n, -1).any(1))
-        if zero.size:
-            from xai_jax.attribution.common import warn_saturated
-            warn_saturated(getattr(method, "name", "method"), f"inputs {_listed(zero, n)}")
+        if zero.size:  # (rare) all-zero maps: warn for those whose softmax score saturates
+            from xai_jax.attribution.common import SATURATED, warn_saturated
+            rows = np.asarray(to_host(xs[zero[0]:zero[-1] + 1]))[zero - zero[0]]
+            p = np.asarray(jax.vmap(lambda x, t: jax.nn.softmax(f(x))[t])(rows, np.asarray(to_host(targets))[zero]))
+            zero = zero[p >= SATURATED]
+            if zero.size:
+                warn_saturated(getattr(method, "name", "method"), f"inputs {_listed(zero, n)}")
     return out

@@ -77,7 +77,8 @@ def test_saturated_softmax_warns_naming_the_inputs():
     assert 0 in rows  # the float32 softmax saturates: its gradient is exactly 0
     assert [str(w.message) for w in caught if "all zero" in str(w.message)] == [
         f"saliency: the maps of inputs {rows} of 4 are all zero with a softmax score: the softmax saturates for "
-        f"confident inputs, so its gradient vanishes; pass score='logit' (or 'log_softmax') to explain them"]
+        f"confident inputs (its gradient vanishes, perturbed copies all score 1.0); pass score='logit' (or "
+        f"'log_softmax') to explain them"]
     with pytest.warns(UserWarning, match=r"the maps of this x are all zero.*probability is 1"):
         xj.saliency(saturated, score="softmax")(XS[0], int(ts[0]))
     with warnings.catch_warnings():

@@ -135,15 +135,18 @@ def _nan_propagating(normalise: Callable[[jax.Array], jax.Array]) -> Callable[[j
 GENERIC_NAN_HINT = ("the model's scores or gradients are NaN/inf somewhere on the method's path (e.g. a model "
                     "that divides by zero, such as (x - mean) / std at a constant input)")
 
+SATURATED = 1 - 1e-6  # a class probability at which float32 softmax scores stop moving
+
 
 def warn_saturated(who: str, which: str, probability=None) -> None:
-    """All-zero maps of a softmax score: its gradient vanishes where the probability saturates."""
+    """All-zero maps of a softmax score whose class probability saturates (>= SATURATED): its
+    gradient vanishes, and perturbed copies all score ~1.0."""
     import warnings
 
     p = "" if probability is None else f" (the class probability is {float(probability):.9g} in float32)"
     warnings.warn(f"{who}: the maps of {which} are all zero with a softmax score{p}: the softmax saturates for "
-                  f"confident inputs, so its gradient vanishes; pass score='logit' (or 'log_softmax') to explain "
-                  f"them", stacklevel=4)
+                  f"confident inputs (its gradient vanishes, perturbed copies all score 1.0); pass score='logit' "
+                  f"(or 'log_softmax') to explain them", stacklevel=4)
 
 
 def output_size(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
@@ -223,7 +226,9 @@ def explanation_method(fn: Callable, f: Callable | None, *, keyed: bool = False,
                 raise probabilities_error(method.__name__)
             scores_ok = scores_ok & ~probabilities
             if is_concrete(out, target) and bool(scores_ok) and all(not jnp.any(o) for o in jax.tree.leaves(out)):
-                warn_saturated(method.__name__, "this x", class_probabilities(logits)[target])
+                p = class_probabilities(logits)[target]
+                if float(p) >= SATURATED:
+                    warn_saturated(method.__name__, "this x", p)
         ok = jnp.isfinite(x).all() & scores_ok
         if n_classes is not None:
             ok = ok & (target >= 0) & (target < n_classes)
