@@ -217,3 +217,16 @@ def test_gauss_legendre_many_steps(steps, expected):
     np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
     # exact for polynomials of degree <= 2n - 1: the integral of 9 a^8 over [0, 1] is 1
     np.testing.assert_allclose((w.astype(np.float64) * 9 * a.astype(np.float64) ** 8).sum(), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [None, "auto", 4])
+def test_jit_equals_eager_on_images(chunk_size):
+    """Regression: a pairwise sum written as reshape(n/2, 2, ...).sum(1) was miscompiled by
+    XLA:CPU under jit for (H, W, C) inputs (garbage up to 1e36); the exact answer here is x
+    on the top half (a linear model, baseline 0)."""
+    x = np.asarray(jax.random.uniform(jax.random.key(7), (32, 32, 3)))
+    f = lambda z: jnp.stack([z[:16].sum(), z[16:].sum()])  # noqa: E731
+    ig = xj.integrated_gradients(f, steps=8, chunk_size=chunk_size)
+    want = np.where(np.arange(32)[:, None, None] < 16, x, 0)
+    np.testing.assert_allclose(np.asarray(jax.jit(ig)(x, 0)), want, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ig(x, 0)), want, atol=1e-6)

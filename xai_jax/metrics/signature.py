@@ -176,7 +176,8 @@ def unified(impl: Callable, *, name: str, scores: str | Callable[[Mapping], Any]
         key = jax.random.key(0) if key is None else key
         xs_arr = xs if hasattr(xs, "shape") else np.asarray(xs)
         if outputs is None and options.get("score", default_score) in ("softmax", "log_softmax"):
-            check_not_probabilities(f, xs_arr, name)
+            with precision_scope(precision):  # a model call of the metric's own
+                check_not_probabilities(f, xs_arr, name)
         if targets is None and f is not None and np.ndim(xs_arr) >= 2 and np.shape(xs_arr)[0] > 0 and np.isfinite(
                 np.asarray(xs_arr)).all():
             with precision_scope(precision):  # a model call of the metric's own
