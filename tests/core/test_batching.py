@@ -150,7 +150,8 @@ def test_default_batch_size_comes_from_xla_memory_analysis(monkeypatch):
             jax.ShapeDtypeStruct((), jnp.int32))
     roomy = batching.auto_batch_size(fn, rows, 300, (jax.random.key(0),))
     assert roomy == 300  # a linear model on 12 values: everything fits in one call
-    monkeypatch.setattr(batching, "CPU_BATCH_BUDGET", 64 * 1024)  # a tight budget: smaller calls
+    # a tight budget: smaller calls (IG's pairwise node sum fuses with the gradients: ~200 bytes per input)
+    monkeypatch.setattr(batching, "CPU_BATCH_BUDGET", 16 * 1024)
     tight = batching.auto_batch_size(fn, rows, 300, (jax.random.key(0),), multiple=4)
     assert 1 <= tight < 300 and tight % 4 == 0, tight
     # attribute probes once per (method, input shape): a new N reuses the figure
