@@ -56,8 +56,8 @@ def _covers_reference(f, x, t, win, st):
 
 
 @pytest.mark.parametrize("shape, window, stride", [
-    ((9, 11, 2), (3, 2), (2, 2)), ((9, 11, 2), (4, 4), (3, 1)), ((9, 11, 2), (2, 5), (2, 4)),
-    ((9, 11, 2), (3, 3), (5, 5)), ((23, 1), 5, 1), ((23, 1), 4, 3), ((23, 1), 2, 5),
+    ((9, 11, 2), (4, 4), (3, 1)), ((9, 11, 2), (2, 5), (2, 4)), ((9, 11, 2), (3, 3), (5, 5)),
+    ((23, 1), 5, 1), ((23, 1), 2, 5),
 ])
 def test_window_sums_equal_the_cover_matrix_construction(shape, window, stride):
     # issue 21: the map is now summed window by window (O(positions) memory), not through a

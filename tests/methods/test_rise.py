@@ -71,7 +71,6 @@ def _reference_masks(cells, shifts, spatial):
 @pytest.mark.parametrize("spatial, grid", [((16, 20), 4), ((7, 9), 3), ((10, 10), 1), ((12, 5), 5), ((40,), 8),
                                            ((13,), 5), ((6,), 1)])
 def test_rise_masks_are_the_reference_construction(spatial, grid):
-    pytest.importorskip("skimage")
     rng = np.random.default_rng(sum(spatial) + grid)
     n = 5
     cells = (rng.random((n, *([grid] * len(spatial)))) < 0.5).astype(np.float32)
@@ -88,8 +87,7 @@ def test_rise_masks_draw_grid_cells_and_shifts_from_the_key():
     k_cells, k_shift = jax.random.split(key)
     cells = jax.random.bernoulli(k_cells, p, (6, grid, grid)).astype(jnp.float32)
     shifts = jax.random.randint(k_shift, (6, 2), 0, jnp.asarray(rise_cells(spatial, grid)))
-    want = _reference_masks(np.asarray(cells), np.asarray(shifts), spatial) if _has_skimage() else \
-        np.asarray(masks_from_cells(cells, shifts, spatial))
+    want = _reference_masks(np.asarray(cells), np.asarray(shifts), spatial)
     np.testing.assert_allclose(rise_masks(key, 6, spatial, grid, p), want, atol=1e-6)
     assert (np.asarray(shifts) < np.asarray(rise_cells(spatial, grid))).all()
 
@@ -102,10 +100,6 @@ def test_upsample_matrix_rows_are_convex_and_reflect_at_the_borders():
     np.testing.assert_allclose(m[0], [0.58, 0.42, 0.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(m[-1], [0.0, 0.0, 0.42, 0.58], atol=1e-6)
 
-
-def _has_skimage():
-    import importlib.util
-    return importlib.util.find_spec("skimage") is not None
 
 
 def test_rise_forward_passes_do_not_change_the_map(monkeypatch):

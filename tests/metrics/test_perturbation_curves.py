@@ -335,11 +335,11 @@ def test_auto_chunks_equal_one_vmap_and_bound_memory(metric, monkeypatch):
     np.testing.assert_allclose(metric(f, xs, maps, targets=t, **kw)["curves"], whole, rtol=1e-6, atol=1e-7)
     if metric is region_perturbation:
         return  # its default curve at 224 px has 784 points; pixel flipping's 50,176 make the point
-    # compile only, at 224 x 224 x 3 with a model whose forward holds 64 channels (12.8 MB): the
-    # default passes stay small, while one vmap over the curve would need hundreds of GiB
+    # compile only, at 96 x 96 x 3 with a model whose forward holds 64 channels (2.4 MB): the
+    # default passes stay small, while one vmap over the curve's 9,216 points would need ~20 GiB
     w = jnp.asarray(RNG.normal(size=(3, 64)), jnp.float32)
     wide = lambda x: jnp.stack([jnp.tanh(x @ w).mean(), x.mean()])  # noqa: E731
-    big, big_maps = np.zeros((1, 224, 224, 3), np.float32), RNG.random((1, 224, 224)).astype(np.float32)
+    big, big_maps = np.zeros((1, 96, 96, 3), np.float32), RNG.random((1, 96, 96)).astype(np.float32)
     monkeypatch.setitem(PASS_ELEMENTS, "forward", 1 << 22)
     used = {}
     for chunk in ("auto", None):

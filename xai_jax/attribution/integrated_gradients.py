@@ -199,7 +199,8 @@ def check_baseline_scores(f: Callable, b: jax.Array, x: jax.Array, who: str) -> 
     (x - mean) / std, is 0/0 at a constant baseline) has no path integral: called eagerly this
     raises a ValueError naming the baseline; under jit the caller returns a NaN map."""
     ok = jnp.isfinite(f(b + 0.0 * x)).all()  # tied to x: XLA would constant-fold the model at a constant b
-    if is_concrete(ok) and not bool(ok):
+    # (a model that is NaN at x too is the caller's broken-model error, not the baseline's)
+    if is_concrete(ok) and not bool(ok) and bool(jnp.isfinite(f(x)).all()):
         raise ValueError(f"{who}: the model's scores at the baseline are NaN or inf (baseline of shape "
                          f"{tuple(b.shape)}, values in [{float(b.min()):g}, {float(b.max()):g}]), so the path from "
                          f"the baseline to x is undefined at its start; choose a baseline the model is defined at "

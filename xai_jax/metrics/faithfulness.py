@@ -393,7 +393,8 @@ def deletion_insertion(
                 return score_of(jnp.where(chosen, baseline, x), c), score_of(jnp.where(chosen, x, blurred), c)
 
             grid = (jnp.repeat(jnp.arange(draws), len(counts)), jnp.tile(jnp.asarray(counts), draws))
-            deletion, insertion = jax.lax.map(at, grid, batch_size=per_pass)
+            deletion, insertion = jax.vmap(at)(grid) if per_pass >= len(grid[0]) else \
+                jax.lax.map(at, grid, batch_size=per_pass)
             return (deletion.reshape(draws, -1).mean(0), insertion.reshape(draws, -1).mean(0))
         return one
 
