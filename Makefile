@@ -36,7 +36,7 @@ smoke: $(STAMP)
 # every compiled program), removed afterwards; XLA's slow optimisation passes off, since a test's
 # programs are small and run a few times, so compiling them is most of the suite's time. The
 # marked checks have their own targets.
-FAST := not (fuzz or memcheck or peers or benchmark or scripts or docs)
+FAST := not (fuzz or memcheck or peers or benchmark or scripts or docs or extended)
 PYTEST = cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
 	JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1 JAX_DISABLE_MOST_OPTIMIZATIONS=1 \

@@ -53,7 +53,21 @@ LONGEST_FIRST = ("study/test_experiments.py", "core/test_multiprocess.py", "metr
                  "methods/test_integrated_gradients_adaptive.py", "core/test_distributed.py", "study/test_suite.py")
 
 
+# the longest end-to-end checks (each 20-70 s on 2 cores): `make test-extra` (CI) runs them, `make test` not
+EXTENDED = ("study/test_suite.py::test_every_new_method_explains_through_the_suite",
+            "core/test_stream.py::test_killed_run_resumes_to_the_same_bytes",
+            "core/test_stream.py::test_two_processes_write_the_files_of_one",
+            "core/test_multiprocess.py::", "core/test_distributed.py::",
+            "study/test_experiments.py::test_reproduce_study_within_tolerance",
+            "metrics/test_peer_reference.py::", "methods/test_propagation_reference.py::",
+            "methods/test_shapley_reference.py::")
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(part in item.nodeid for part in EXTENDED):
+            item.add_marker(pytest.mark.extended)
+
     def rank(item):
         path = item.nodeid.split("::")[0]
         return next((i for i, tail in enumerate(LONGEST_FIRST) if path.endswith(tail)), len(LONGEST_FIRST))
