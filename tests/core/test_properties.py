@@ -125,9 +125,31 @@ METHOD_REGISTRY = {
     "ablation_cam": (lambda m: xj.ablation_cam(m), False),
     "score_cam": (lambda m: xj.score_cam(m), False),
     "sise": (lambda m: xj.sise(m), False),
+    "guided_backprop": (lambda m: xj.guided_backprop(m), False),
+    "deconvnet": (lambda m: xj.deconvnet(m), False),
+    "guided_grad_cam": (lambda m: xj.guided_grad_cam(m), False),
+    "deeplift": (lambda m: xj.deeplift(m), False),
+    "deeplift_shap": (lambda m: xj.deeplift_shap(m, baselines=REFERENCES[:2]), False),
+    "lrp": (lambda m: xj.lrp(m, composite="EpsilonPlus"), False),
+    "feature_ablation": (lambda m: xj.feature_ablation(m, feature_mask=xj.patches(3)), False),
+    "feature_permutation": (lambda m: xj.feature_permutation(m, references=REFERENCES, feature_mask=xj.patches(3)),
+                            False),
+    "shapley_sampling": (lambda m: xj.shapley_sampling(m, n_samples=2, feature_mask=xj.patches(3)), False),
+    "shapley_values": (lambda m: xj.shapley_values(m, feature_mask=xj.patches(3)), False),
+    "kernel_shap": (lambda m: xj.kernel_shap(m, n_samples=8, feature_mask=xj.patches(3)), False),
+    "lime": (lambda m: xj.lime(m, n_samples=8, feature_mask=xj.patches(3)), False),
+    "layer_activation": (lambda m: xj.layer_activation(m, upsample=True), False),
+    "layer_gradient_x_activation": (lambda m: xj.layer_gradient_x_activation(m, upsample=True), False),
+    "layer_integrated_gradients": (lambda m: xj.layer_integrated_gradients(m, upsample=True, steps=4), False),
+    "layer_conductance": (lambda m: xj.layer_conductance(m, upsample=True, steps=4), False),
+    "neuron_gradient": (lambda m: xj.neuron_gradient(m, neuron=lambda a: a.max()), False),
+    "neuron_integrated_gradients": (lambda m: xj.neuron_integrated_gradients(m, neuron=lambda a: a.max(), steps=4),
+                                    False),
 }
 NOT_METHODS = {"Method", "RULES", "Model", "Split", "metrics", "attribute", "completeness_delta", "list_layers",
-               "model_fn", "quadrature", "spatial_map", "felzenszwalb_segments", "xrai_regions"}
+               "model_fn", "quadrature", "spatial_map", "felzenszwalb_segments", "xrai_regions",
+               "explain", "evaluate", "Explanations", "Results", "PropagationError", "lrp_rules",
+               "feature_permutation_batch", "lime_kernel", "patch_mask", "patches", "superpixel_mask", "superpixels"}
 
 
 def _maps(xs, ts):
@@ -256,7 +278,8 @@ def test_every_method_errors_clearly_or_returns_the_documented_result(name, data
 # max |map|; making them bitwise needs a per-input loop (lax.map) inside attribute's program.
 # Their maps are differences of two model scores, so a batch of one may differ by more than
 # 1e-6 of max |map| (occlusion: 1.2e-6, fuzzing seed 0): they are held to 1e-5.
-NOT_BITWISE = {"ablation_cam", "guided_ig", "occlusion", "rise", "score_cam", "sise"}
+NOT_BITWISE = {"ablation_cam", "guided_ig", "occlusion", "rise", "score_cam", "sise", "feature_ablation",
+               "feature_permutation", "shapley_sampling", "shapley_values", "kernel_shap", "lime"}
 
 
 @pytest.mark.fuzz
