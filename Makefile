@@ -81,7 +81,7 @@ docs: $(DOCS_STAMP)
 # every marked check (CI): fuzz, memcheck, peers, the study scripts, the speed scripts' quick runs and
 # the docs' python blocks
 test-extra: $(STAMP)
-	@$(PYTEST) -m "not ($(FAST))" tests || [ $$? -eq 5 ]
+	@$(PYTEST) -m "not ($(FAST)) and not rss" tests || [ $$? -eq 5 ]
 
 reproduce: $(STAMP)
 	$(PY) experiments/reproduce_study.py
