@@ -125,3 +125,22 @@ def haiku_model(variables):
 
 def inputs(n: int = 3, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, H, W, C_IN)).astype(np.float32)
+
+
+def adapted_models():
+    """({framework: (xai_jax.Model, channels_first)}, linen module, variables): the same weights in
+    linen, NNX, Equinox (with State, channels first) and, when installed, Haiku."""
+    import xai_jax as xj
+
+    module, variables = linen_model()
+    out = {"linen": (xj.Model(module, variables), False), "nnx": (xj.Model(nnx_model(variables)), False)}
+    eqx_model, eqx_state = equinox_model(variables)
+    out["equinox"] = (xj.Model(eqx_model, state=eqx_state), True)
+    try:
+        import haiku  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        t, params, state = haiku_model(variables)
+        out["haiku"] = (xj.Model(t, params, state), False)
+    return out, module, variables

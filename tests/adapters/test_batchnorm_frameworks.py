@@ -17,18 +17,7 @@ pytest.importorskip("equinox")
 
 @pytest.fixture(scope="module")
 def models():
-    module, variables = B.linen_model()
-    out = {"linen": (xj.Model(module, variables), False), "nnx": (xj.Model(B.nnx_model(variables)), False)}
-    eqx_model, eqx_state = B.equinox_model(variables)
-    out["equinox"] = (xj.Model(eqx_model, state=eqx_state), True)
-    try:
-        import haiku  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        t, params, state = B.haiku_model(variables)
-        out["haiku"] = (xj.Model(t, params, state), False)
-    return out, module, variables
+    return B.adapted_models()
 
 
 def layout(x, channels_first):

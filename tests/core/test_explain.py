@@ -17,18 +17,7 @@ NAMES = ["Grad-CAM", "integrated_gradients", "Saliency"]
 
 @pytest.fixture(scope="module")
 def models():
-    module, variables = B.linen_model()
-    out = {"linen": (xj.Model(module, variables), False), "nnx": (xj.Model(B.nnx_model(variables)), False)}
-    eqx_model, eqx_state = B.equinox_model(variables)
-    out["equinox"] = (xj.Model(eqx_model, state=eqx_state), True)
-    try:
-        import haiku  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        t, params, state = B.haiku_model(variables)
-        out["haiku"] = (xj.Model(t, params, state), False)
-    return out
+    return B.adapted_models()[0]
 
 
 def _cl(a, channels_first, spatial):
