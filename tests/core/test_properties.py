@@ -355,7 +355,8 @@ def test_every_metric_scores_each_input_or_errors_clearly(name, data):
 # pixel_flipping 1.2e-7, infidelity 2.3e-11, faithfulness_correlation 7.2e-7 absolute); they
 # hold within 1e-5 of the largest score, a correlation amplifying the model's rounding.
 NOT_BITWISE_METRICS = {"deletion_insertion", "faithfulness_correlation", "infidelity", "pixel_flipping",
-                       "region_perturbation", "road", "max_sensitivity", "smooth_mprt"}
+                       "region_perturbation", "road", "max_sensitivity", "smooth_mprt",
+                       "drop_increase"}  # make fuzz: drop 0.00095096 vs 0.00095084 at batch sizes 2 and 4
 
 
 @pytest.mark.fuzz
