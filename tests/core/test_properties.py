@@ -356,7 +356,9 @@ def test_every_metric_scores_each_input_or_errors_clearly(name, data):
 # hold within 1e-5 of the largest score, a correlation amplifying the model's rounding.
 NOT_BITWISE_METRICS = {"deletion_insertion", "faithfulness_correlation", "infidelity", "pixel_flipping",
                        "region_perturbation", "road", "max_sensitivity", "smooth_mprt",
-                       "drop_increase"}  # make fuzz: drop 0.00095096 vs 0.00095084 at batch sizes 2 and 4
+                       "drop_increase", "completeness"}  # make fuzz: drop 0.00095096 vs 0.00095084 at sizes 2 and 4
+# a correlation of 2-4 points amplifies a forward pass's rounding further (make fuzz: 0.6141137 vs 0.6141024)
+LOOSER = {"faithfulness_correlation": 1e-4}
 
 
 @pytest.mark.fuzz
@@ -377,7 +379,8 @@ def test_every_metric_is_batch_size_invariant(name, data):
             if b >= 2 and name not in NOT_BITWISE_METRICS:
                 np.testing.assert_array_equal(g, a, err_msg=f"{name}[{key}]: batch_size={b}")
             else:
-                np.testing.assert_allclose(g, a, atol=1e-5 * scale, rtol=0, err_msg=f"{name}[{key}]: batch_size={b}")
+                np.testing.assert_allclose(g, a, atol=LOOSER.get(name, 1e-5) * scale, rtol=0,
+                                           err_msg=f"{name}[{key}]: batch_size={b}")
 
 
 # ----------------------------------------------------------------------------- what fuzzing found
